@@ -1,0 +1,243 @@
+"""Typed, frozen run configuration.
+
+Resolution order (later wins): dataclass defaults -> the dataset's preset -> ``--config FILE.yaml``
+-> CLI flags -> ``--set key=value``. Unknown keys and wrong types are rejected with a message that
+names the key and lists the valid ones. The method's own options live under ``model`` and are
+checked against that method's ``Config`` dataclass.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from benchmark.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class MiniConfig:
+    """Generator settings of the embedded procedural 3diebench-mini (see benchmark/data/mini3d.py)."""
+
+    classes: int = 8  # shape classes (<= 10 built in)
+    objects_per_class: int = 40  # objects rendered per class (80 % train, 20 % val)
+    views: int = 12  # renders per object (3DIEBench has 50)
+    resolution: int = 64  # rendered JPEG size in pixels (3DIEBench: 256)
+    seed: int = 0  # generator seed: same settings + seed -> byte-identical tree
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    root: str | None = None  # dataset root; None -> $SEQBENCH_DATA_ROOT (or the mini cache)
+    seq_len: int = 3  # training sequence length M_tr (observed views; seq-JEPA adds one target view)
+    image_size: int = 128  # views are resized to this (seq-JEPA, ContextSSL: 128; SIE: 256)
+    latent_type: Literal["rot", "rotcolor", "all"] = "rot"  # action = quaternion (4) / +hues (6) / +all (8)
+    canonical_quat: bool = False  # flip quaternions to w >= 0 (upstream does not)
+    split_dir: str | None = None  # where train/val_{images,labels}.npy live if not in root
+    fallback_split: bool = False  # opt-in deterministic split when the official split files are missing
+    num_workers: int = 2  # DataLoader workers (does not change results)
+    mini: MiniConfig = field(default_factory=MiniConfig)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 1000  # 0 = no pre-training: evaluate the randomly initialised encoder
+    batch_size: int = 512
+    optimizer_preset: Literal["paper", "upstream-code"] = "paper"  # see README "Decisions"
+    lr: float | None = None  # None -> the preset's (4e-4 paper, 1e-3 upstream-code)
+    weight_decay: float | None = None  # None -> the preset's (1e-3 paper, 0 upstream-code)
+    warmup_epochs: int = 20  # linear warm-up from init_lr
+    init_lr: float = 1e-5
+    final_lr: float = 1e-5  # cosine end value (paper preset)
+    max_steps: int | None = None  # cap on optimiser steps (smoke tests); recorded in the result
+    checkpoint_every: int = 500  # steps between checkpoints (plus one at the end)
+    log_every: int = 10  # steps between log.jsonl lines
+    amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
+    progress: bool = True  # tqdm progress bar
+
+
+@dataclass(frozen=True)
+class ProbeConfig:
+    eval_seq_len: int | None = None  # inference length M_val for the headline top-1; None -> data.seq_len
+    eval_seq_lens: tuple[int, ...] = ()  # extra M_val values (accuracy vs M_val, heatmaps)
+    epochs: int = 300  # probe training epochs on frozen features (SIE / seq-JEPA README: 300)
+    batch_size: int = 256
+    lr: float = 1e-3  # Adam, as SIE's eval scripts
+    weight_decay: float = 0.0
+    train_samples: int = 4  # sampled view sequences per training object (features are cached)
+    val_samples: int = 2  # sampled view sequences per held-out object
+    hidden: int = 1024  # width of the MLP heads (rotation): in -> 1024 -> 1024 -> out
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    method: str = "seqjepa"
+    dataset: str = "3diebench-mini"
+    seed: int = 0
+    sweep: str | None = None  # optional sweep name; becomes the first run-directory component
+    model: dict = field(default_factory=dict)  # the method's own Config, validated by the registry
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    probe: ProbeConfig = field(default_factory=ProbeConfig)
+    device: str = "auto"  # cpu | cuda | auto (does not change the run identity)
+    out: str = "results/runs"  # parent of run directories (does not change the run identity)
+
+    @property
+    def eval_seq_len(self) -> int:
+        return self.probe.eval_seq_len or self.data.seq_len
+
+
+# Fields that do not change what is computed: excluded from the run identity hash.
+NON_SEMANTIC = {("device",), ("out",), ("data", "num_workers"), ("data", "root"), ("data", "split_dir"),
+                ("train", "progress"), ("train", "log_every"), ("train", "checkpoint_every")}
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    """Check ``value`` against the annotation ``tp`` (after YAML parsing); return the typed value."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, where)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(f"{where}: {value!r} is not a valid {' or '.join(_type_name(a) for a in args)}")
+    if origin is Literal:
+        choices = typing.get_args(tp)
+        if value not in choices:
+            raise ConfigError(f"{where}: {value!r} is not one of {', '.join(map(repr, choices))}")
+        return value
+    if origin is tuple:
+        if isinstance(value, int) and not isinstance(value, bool):
+            value = [value]
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        (item_tp, _ellipsis) = typing.get_args(tp)
+        return tuple(_coerce(v, item_tp, f"{where}[{i}]") for i, v in enumerate(value))
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping of {tp.__name__} fields, got {value!r}")
+        return from_dict(tp, value, where)
+    if tp is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return dict(value)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where}: expected true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where}: expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"{where}: expected a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{where}: expected a string, got {value!r}")
+    raise ConfigError(f"{where}: unsupported config type {tp!r}")  # a bug in a Config class
+
+
+def from_dict(cls: type, data: dict, where: str = "config") -> Any:
+    """Build the frozen dataclass ``cls`` from ``data``, rejecting unknown keys and bad types."""
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(data) - set(names))
+    if unknown:
+        raise ConfigError(f"unknown key{'s' if len(unknown) > 1 else ''} {', '.join(unknown)} in {where}; "
+                          f"valid keys: {', '.join(names)}")
+    kwargs = {k: _coerce(v, hints[k], f"{where}.{k}" if where != "config" else k) for k, v in data.items()}
+    return cls(**kwargs)
+
+
+def to_dict(cfg: Any) -> Any:
+    """Plain nested dict (tuples as lists) of a config dataclass, for YAML/JSON."""
+    if dataclasses.is_dataclass(cfg):
+        return {f.name: to_dict(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)}
+    if isinstance(cfg, dict):
+        return {k: to_dict(v) for k, v in cfg.items()}
+    if isinstance(cfg, list | tuple):
+        return [to_dict(v) for v in cfg]
+    return cfg
+
+
+def merge(base: dict, override: dict) -> dict:
+    """Recursive dict merge (override wins); neither input is modified."""
+    out = dict(base)
+    for k, v in override.items():
+        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def parse_set(items: list[str]) -> dict:
+    """``["train.epochs=5", "model.act_cond=false"]`` -> nested dict, values parsed as YAML scalars."""
+    out: dict = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set train.epochs=5")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError as e:
+            raise ConfigError(f"--set {item!r}: value is not valid YAML ({e})") from None
+        node = out
+        *parents, leaf = key.strip().split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"--set {item!r}: {p} is set both as a value and as a section")
+        node[leaf] = value
+    return out
+
+
+def load_yaml(path: str | Path) -> dict:
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file {p} does not exist")
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config file {p} is not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {p} must hold a mapping of config keys at the top level")
+    return data
+
+
+def config_hash(cfg: RunConfig) -> str:
+    """Stable 8-hex-digit identity of everything that changes the computation."""
+    d = to_dict(cfg)
+    for path in NON_SEMANTIC:
+        node = d
+        for p in path[:-1]:
+            node = node[p]
+        node.pop(path[-1], None)
+    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:8]
+
+
+def run_dir(cfg: RunConfig) -> Path:
+    """Deterministic run directory: ``{out}/[{sweep}/]{method}/{dataset}/L{seq_len}/seed{seed}-{hash}``."""
+    parts = [cfg.sweep] if cfg.sweep else []
+    parts += [cfg.method.replace(":", "_"), cfg.dataset, f"L{cfg.data.seq_len}", f"seed{cfg.seed}-{config_hash(cfg)}"]
+    return Path(cfg.out).joinpath(*parts)

@@ -1,0 +1,87 @@
+"""What every dataset in seqbench provides: view sequences with actions, labels and probe targets."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from methods.contract import Batch
+
+
+@dataclass(frozen=True)
+class ProbeTarget:
+    """An equivariance probe: regress ``name`` (metric ``{name}_r2``) from frozen features.
+
+    kind "pair":   input = concat of the view representations of views 0 and 1 (relative targets).
+    kind "single": input = the view representation of view 0 (absolute targets).
+    """
+
+    name: str
+    kind: Literal["pair", "single"]
+    head: Literal["linear", "mlp"]
+    dim: int
+
+
+class SequenceDataset(Dataset):
+    """Base class: item i = one object/image seen as ``num_views`` views.
+
+    ``__getitem__`` returns a dict with
+      views   (V, C, H, W) float32, normalised
+      actions (V-1, A) float32: relative action from view j to view j+1
+      label   int64 scalar
+      targets dict name -> float32 vector, one per :class:`ProbeTarget`
+    Randomness (which views, which augmentations) is a pure function of (seed, epoch, index), so a
+    resumed run sees the same data and DataLoader workers need no seeding.
+    """
+
+    num_classes: int
+    action_dim: int
+    probe_targets: tuple[ProbeTarget, ...] = ()
+    label_note: str = ""  # e.g. "embedded procedural stand-in, not comparable with published numbers"
+
+    def __init__(self, num_views: int, seed: int, fixed: bool) -> None:
+        self.num_views, self.seed, self.fixed = num_views, seed, fixed
+        self.epoch = 0
+        self.repeats = 1  # probes draw several view sequences per object: item k -> object k % num_items
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def num_items(self) -> int:
+        """Number of distinct objects/images."""
+        raise NotImplementedError
+
+    def item(self, index: int, rng: np.random.Generator) -> dict:
+        """The sample of object ``index`` drawn with ``rng``."""
+        raise NotImplementedError
+
+    def labels_of(self) -> np.ndarray:
+        """Class label of every object (used for checks and balanced summaries)."""
+        raise NotImplementedError
+
+    def __len__(self) -> int:
+        return self.num_items() * self.repeats
+
+    def __getitem__(self, index: int) -> dict:
+        # Per-item generator; ``fixed`` datasets (probe features) ignore the epoch.
+        rng = np.random.default_rng([self.seed, 0 if self.fixed else self.epoch + 1, index])
+        return self.item(index % self.num_items(), rng)
+
+
+def collate(items: list[dict]) -> dict:
+    out = {
+        "views": torch.stack([it["views"] for it in items]),
+        "actions": torch.stack([it["actions"] for it in items]),
+        "label": torch.as_tensor([it["label"] for it in items], dtype=torch.long),
+    }
+    names = items[0]["targets"].keys()
+    out["targets"] = {n: torch.stack([torch.as_tensor(it["targets"][n]) for it in items]) for n in names}
+    return out
+
+
+def to_batch(d: dict) -> Batch:
+    return Batch(views=d["views"], actions=d["actions"], labels=d["label"])

@@ -1,0 +1,246 @@
+"""3diebench-mini: a procedurally rendered stand-in for 3DIEBench, written in its official layout.
+
+Each class is a distinct 3D shape built from a few primitives (boxes, cylinders, spheres, tori,
+capsules) whose proportions vary per object; each object gets its own random colour, so class
+identity is carried by shape alone. Every view draws, as 3DIEBench does (C.1): Euler angles
+U(-pi/2, pi/2) (extrinsic xyz), a floor hue, a spot light (theta U(0, pi/4), phi U(0, 2 pi), hue),
+and the image is sphere-traced in pure torch with a fixed camera (distance 2.5, theta pi/4) above
+a floor plane at z = -1. The tree (synset folders, ``image_k.jpg``, 7-float ``latent_k.npy``,
+split files) is read back by the real loader, ``benchmark/data/threedie.py``.
+
+Generation is deterministic for a given :class:`MiniConfig` (seeded per object), written into a
+temporary folder and renamed when complete, so an interrupted generation is never used.
+"""
+
+from __future__ import annotations
+
+import colorsys
+import hashlib
+import json
+import math
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from scipy.spatial.transform import Rotation
+from tqdm import tqdm
+
+from benchmark.config import MiniConfig, to_dict
+
+GENERATOR_VERSION = 1
+CLASS_NAMES = ["airplane", "chair", "table", "lamp", "mug", "car", "guitar", "sofa", "bottle", "tower"]
+SYNSET_BASE = 90000000  # synset-like 8-digit folder names, clearly not ShapeNet's
+
+
+def _u(rng: np.random.Generator, lo: float = 0.8, hi: float = 1.2) -> float:
+    return float(rng.uniform(lo, hi))
+
+
+def _shape(cls: int, rng: np.random.Generator) -> list[tuple]:
+    """Primitives of one object of class ``cls`` in its own frame (roughly inside the unit ball).
+
+    ("box", center, half_sizes) | ("sph", center, r) | ("cyl", center, r, half_h, axis)
+    | ("tor", center, R, r, axis) | ("cap", a, b, r)
+    """
+    s = _u
+    if cls == 0:  # airplane: fuselage, wings, tail fin, stabiliser
+        L, w = 0.8 * s(rng), 0.75 * s(rng)
+        return [("cap", (-L, 0, 0), (L, 0, 0), 0.12 * s(rng)), ("box", (0.05, 0, 0), (0.18, w, 0.03)),
+                ("box", (-L + 0.1, 0, 0.18), (0.1, 0.03, 0.18 * s(rng))), ("box", (-L + 0.1, 0, 0.02), (0.08, 0.3, 0.02))]
+    if cls == 1:  # chair: seat, back, four legs
+        a, h = 0.35 * s(rng), 0.4 * s(rng)
+        legs = [("box", (x * a * 0.85, y * a * 0.85, -h / 2), (0.04, 0.04, h / 2)) for x in (-1, 1) for y in (-1, 1)]
+        return [("box", (0, 0, 0), (a, a, 0.05)), ("box", (-a, 0, 0.35 * s(rng)), (0.05, a, 0.35))] + legs
+    if cls == 2:  # table: wide top, four long legs
+        a, b, h = 0.7 * s(rng), 0.45 * s(rng), 0.45 * s(rng)
+        legs = [("box", (x * a * 0.85, y * b * 0.8, -h / 2), (0.04, 0.04, h / 2)) for x in (-1, 1) for y in (-1, 1)]
+        return [("box", (0, 0, 0.05), (a, b, 0.04))] + legs
+    if cls == 3:  # lamp: base disc, pole, arm, shade
+        h = 0.45 * s(rng)
+        return [("cyl", (0, 0, -h), 0.3 * s(rng), 0.04, 2), ("cyl", (0, 0, 0), 0.035, h, 2),
+                ("box", (0.15, 0, h), (0.17, 0.03, 0.03)), ("cyl", (0.3, 0, h - 0.12), 0.2 * s(rng), 0.14, 2)]
+    if cls == 4:  # mug: body and side handle
+        r, h = 0.32 * s(rng), 0.38 * s(rng)
+        return [("cyl", (0, 0, 0), r, h, 2), ("tor", (r + 0.12, 0, 0), 0.17 * s(rng, 0.9, 1.1), 0.05, 1)]
+    if cls == 5:  # car: body, cabin, four wheels
+        L, W = 0.65 * s(rng), 0.3 * s(rng)
+        wheels = [("cyl", (x * L * 0.65, y * W, -0.2), 0.15, 0.05, 1) for x in (-1, 1) for y in (-1, 1)]
+        return [("box", (0, 0, 0), (L, W, 0.14)), ("box", (-0.1 * L, 0, 0.24), (0.5 * L * s(rng), W * 0.9, 0.12))] + wheels
+    if cls == 6:  # guitar: two body lobes, long neck, head
+        return [("sph", (-0.35, 0, 0), 0.32 * s(rng, 0.9, 1.1)), ("sph", (0.0, 0, 0), 0.24 * s(rng, 0.9, 1.1)),
+                ("box", (0.5, 0, 0), (0.42 * s(rng, 0.9, 1.1), 0.05, 0.03)), ("box", (0.95, 0, 0), (0.08, 0.08, 0.03))]
+    if cls == 7:  # sofa: long seat, back rest, two arms
+        L, d = 0.75 * s(rng), 0.3 * s(rng)
+        return [("box", (0, 0, -0.1), (L, d, 0.12)), ("box", (0, -d, 0.15), (L, 0.07, 0.25 * s(rng))),
+                ("box", (L, 0, 0.02), (0.07, d, 0.18)), ("box", (-L, 0, 0.02), (0.07, d, 0.18))]
+    if cls == 8:  # bottle: body, neck, cap
+        r, h = 0.25 * s(rng), 0.4 * s(rng)
+        return [("cyl", (0, 0, -0.2), r, h, 2), ("cyl", (0, 0, h - 0.05), 0.08, 0.22, 2),
+                ("sph", (0, 0, -0.2 + h), r * 0.95), ("cyl", (0, 0, h + 0.2), 0.1, 0.04, 2)]
+    if cls == 9:  # tower: three stacked, shrinking, offset boxes
+        a = 0.45 * s(rng)
+        return [("box", (0, 0, -0.5), (a, a, 0.18)), ("box", (0.1, 0, -0.1), (0.7 * a, 0.7 * a, 0.2)),
+                ("box", (0.2, 0.05, 0.3), (0.4 * a, 0.4 * a, 0.22))]
+    raise ValueError(f"no shape class {cls}")
+
+
+def _sdf(q: torch.Tensor, prims: list[tuple]) -> torch.Tensor:
+    """Signed distance of points q (..., 3) in the object frame to the union of ``prims``."""
+    d = None
+    for p in prims:
+        kind = p[0]
+        if kind == "box":
+            e = (q - q.new_tensor(p[1])).abs() - q.new_tensor(p[2])
+            di = e.clamp(min=0).norm(dim=-1) + e.max(dim=-1).values.clamp(max=0)
+        elif kind == "sph":
+            di = (q - q.new_tensor(p[1])).norm(dim=-1) - p[2]
+        elif kind in ("cyl", "tor"):
+            x = q - q.new_tensor(p[1])
+            ax = p[-1]
+            other = [i for i in range(3) if i != ax]
+            radial = x[..., other].norm(dim=-1)
+            if kind == "cyl":
+                e = torch.stack([radial - p[2], x[..., ax].abs() - p[3]], dim=-1)
+                di = e.clamp(min=0).norm(dim=-1) + e.max(dim=-1).values.clamp(max=0)
+            else:
+                di = torch.stack([radial - p[2], x[..., ax]], dim=-1).norm(dim=-1) - p[3]
+        elif kind == "cap":
+            a, b = q.new_tensor(p[1]), q.new_tensor(p[2])
+            ba = b - a
+            h = (((q - a) @ ba) / (ba @ ba)).clamp(0, 1)
+            di = (q - a - h[..., None] * ba).norm(dim=-1) - p[3]
+        else:
+            raise ValueError(kind)
+        d = di if d is None else torch.minimum(d, di)
+    return d
+
+
+def _hsv(h: float, s: float, v: float) -> torch.Tensor:
+    return torch.tensor(colorsys.hsv_to_rgb(h % 1.0, s, v), dtype=torch.float32)
+
+
+def _camera_rays(res: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Fixed camera at distance 2.5, polar angle pi/4, looking at the origin; 40 degree field of view."""
+    th = math.pi / 4
+    eye = torch.tensor([0.0, -2.5 * math.sin(th), 2.5 * math.cos(th)])
+    fwd = -eye / eye.norm()
+    right = torch.linalg.cross(fwd, torch.tensor([0.0, 0.0, 1.0]))
+    right = right / right.norm()
+    up = torch.linalg.cross(right, fwd)
+    f = math.tan(math.radians(20))
+    t = (torch.arange(res) + 0.5) / res * 2 - 1
+    yy, xx = torch.meshgrid(-t, t, indexing="ij")
+    d = fwd + f * (xx[..., None] * right + yy[..., None] * up)
+    return eye, d / d.norm(dim=-1, keepdim=True)  # (3,), (res, res, 3)
+
+
+def render_views(prims: list[tuple], albedo: torch.Tensor, latents: np.ndarray, res: int) -> np.ndarray:
+    """Sphere-trace one object under V latents (V, 7) -> uint8 images (V, res, res, 3)."""
+    v = latents.shape[0]
+    eye, dirs = _camera_rays(res)
+    dirs = dirs.reshape(1, -1, 3).expand(v, -1, -1)  # (V, P, 3)
+    rot = torch.from_numpy(Rotation.from_euler("xyz", latents[:, :3]).as_matrix()).float()  # (V, 3, 3)
+
+    def sdf_world(p: torch.Tensor) -> torch.Tensor:
+        return _sdf(torch.einsum("vpi,vij->vpj", p, rot), prims)  # object frame q = R^T p
+
+    t = torch.full(dirs.shape[:2], 1.2)
+    for _ in range(40):
+        d = sdf_world(eye + t[..., None] * dirs)
+        t = (t + 0.9 * d).clamp(max=6.0)
+    p = eye + t[..., None] * dirs
+    hit = sdf_world(p).abs() < 0.01
+    eps = 2e-3
+    n = torch.stack([sdf_world(p + eps * e) - sdf_world(p - eps * e) for e in torch.eye(3)], dim=-1)
+    n = n / n.norm(dim=-1, keepdim=True).clamp(min=1e-8)
+    # Floor plane z = -1 and the background sky.
+    t_floor = (-1.0 - eye[2]) / dirs[..., 2]
+    floor = (t_floor > 0) & ~hit
+    img = torch.full((v, dirs.shape[1], 3), 0.15)
+    for k in range(v):
+        lat = latents[k]
+        light = torch.tensor([4 * math.sin(lat[4]) * math.cos(lat[5]), 4 * math.sin(lat[4]) * math.sin(lat[5]),
+                              4 * math.cos(lat[4])])
+        spot = _hsv(lat[6], 1.0, 0.8)
+        floor_col = _hsv(lat[3], 0.6, 0.6)
+        pk = p[k]
+        ldir = light - pk
+        ldir = ldir / ldir.norm(dim=-1, keepdim=True)
+        diffuse = (n[k] * ldir).sum(-1).clamp(min=0)
+        head = ((n[k] * -dirs[k]).sum(-1)).clamp(min=0)  # camera fill light keeps the silhouette legible
+        obj_col = albedo * (0.25 + 0.35 * head[:, None] + 1.1 * diffuse[:, None] * spot)
+        pf = eye + t_floor[k, :, None] * dirs[k]
+        lf = light - pf
+        lambert = (lf[:, 2] / lf.norm(dim=-1)).clamp(min=0)
+        floor_shade = floor_col * (0.35 + 0.9 * lambert[:, None] * spot)
+        img[k] = torch.where(hit[k, :, None], obj_col, torch.where(floor[k, :, None], floor_shade, img[k]))
+    return (img.clamp(0, 1) * 255).round().to(torch.uint8).reshape(v, res, res, 3).numpy()
+
+
+def sample_latents(rng: np.random.Generator, n: int) -> np.ndarray:
+    """(n, 7) latents with 3DIEBench's ranges (C.1)."""
+    return np.stack([
+        *(rng.uniform(-math.pi / 2, math.pi / 2, n) for _ in range(3)),
+        rng.uniform(0, 1, n), rng.uniform(0, math.pi / 4, n), rng.uniform(0, 2 * math.pi, n), rng.uniform(0, 1, n),
+    ], axis=1)
+
+
+def cache_key(cfg: MiniConfig) -> str:
+    blob = json.dumps({"v": GENERATOR_VERSION, **to_dict(cfg)}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:10]
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("SEQBENCH_CACHE", Path.home() / ".cache" / "seqbench"))
+
+
+def generate(cfg: MiniConfig, cache_dir: Path | None = None, progress: bool = True) -> Path:
+    """Render the mini dataset once (cached by its settings) and return its root folder."""
+    if not 1 <= cfg.classes <= len(CLASS_NAMES):
+        raise ValueError(f"data.mini.classes must be 1..{len(CLASS_NAMES)}, got {cfg.classes}")
+    if cfg.objects_per_class < 2 or cfg.views < 2 or cfg.resolution < 8:
+        raise ValueError("data.mini needs objects_per_class >= 2, views >= 2 and resolution >= 8")
+    base = Path(cache_dir) if cache_dir else default_cache_dir()
+    root = base / f"3diebench-mini-{cache_key(cfg)}" / "3DIEBench"
+    if (root.parent / "COMPLETE").is_file():
+        return root
+    tmp = root.parent.with_name(root.parent.name + f".tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    (tmp / "3DIEBench").mkdir(parents=True)
+    splits: dict[str, list] = {"train": [], "val": []}
+    total = cfg.classes * cfg.objects_per_class
+    n_val = max(1, cfg.objects_per_class // 5)
+    with tqdm(total=total, desc="rendering 3diebench-mini", unit="obj", disable=not progress) as bar:
+        for c in range(cfg.classes):
+            synset = f"{SYNSET_BASE + c:08d}"
+            for i in range(cfg.objects_per_class):
+                rng = np.random.default_rng([cfg.seed, c, i])
+                obj = f"{CLASS_NAMES[c]}{i:04d}"
+                prims = _shape(c, rng)
+                albedo = _hsv(rng.uniform(), rng.uniform(0.2, 0.7), rng.uniform(0.6, 0.95))
+                lat = sample_latents(rng, cfg.views)
+                imgs = render_views(prims, albedo, lat, cfg.resolution)
+                d = tmp / "3DIEBench" / synset / obj
+                d.mkdir(parents=True)
+                for k in range(cfg.views):
+                    Image.fromarray(imgs[k]).save(d / f"image_{k}.jpg", quality=95)
+                    np.save(d / f"latent_{k}.npy", lat[k].astype(np.float32))
+                splits["val" if i < n_val else "train"].append((f"/{synset}/{obj}/", c))
+                bar.update(1)
+    for split, items in splits.items():
+        np.save(tmp / "3DIEBench" / f"{split}_images.npy", np.array([o for o, _ in items], dtype="<U43"))
+        np.save(tmp / "3DIEBench" / f"{split}_labels.npy", np.array([c for _, c in items], dtype=np.int64))
+    (tmp / "3DIEBench" / "README.txt").write_text(
+        "3diebench-mini: procedurally rendered stand-in for 3DIEBench generated by seqbench "
+        f"(generator v{GENERATOR_VERSION}, settings {json.dumps(to_dict(cfg))}). Not comparable with published numbers.\n")
+    (tmp / "COMPLETE").write_text(json.dumps(to_dict(cfg)))
+    if root.parent.exists():  # a concurrent generator won the race, or a stale partial folder
+        if (root.parent / "COMPLETE").is_file():
+            shutil.rmtree(tmp)
+            return root
+        shutil.rmtree(root.parent)
+    os.replace(tmp, root.parent)
+    return root

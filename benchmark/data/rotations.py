@@ -1,0 +1,54 @@
+"""3DIEBench latents -> relative actions and probe targets (SIE ``src/dataset.py``, C.3).
+
+A latent file holds 7 floats: [rot_x, rot_y, rot_z, floor_hue, spot_theta, spot_phi, spot_hue].
+R_k = Rotation.from_euler("xyz", latent_k[:3]) (extrinsic x -> y -> z, as Blender's XYZ Euler);
+the relative rotation from view j to view k is R_j^-1 R_k, encoded as a scalar-last quaternion
+(x, y, z, w) that is *not* sign-canonicalised unless asked.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.spatial.transform import Rotation
+
+COLOR_IDX = [3, 6]  # floor_hue, spot_hue: "colour" in SIE, seq-JEPA and ContextSSL
+ALL_IDX = [3, 4, 5, 6]  # every non-rotation latent
+ACTION_DIMS = {"rot": 4, "rotcolor": 6, "all": 8}
+
+
+def rotations(latents: np.ndarray) -> Rotation:
+    """(N, 7) latents -> N rotations."""
+    return Rotation.from_euler("xyz", latents[:, :3])
+
+
+def quat(r: Rotation, canonical: bool = False) -> np.ndarray:
+    q = r.as_quat()  # scalar-last (x, y, z, w)
+    if canonical:
+        q = np.where(q[..., 3:4] < 0, -q, q)
+    return q.astype(np.float32)
+
+
+def relative_quats(latents: np.ndarray, canonical: bool = False) -> np.ndarray:
+    """(V, 7) latents -> (V-1, 4) quaternions of R_j^-1 R_{j+1}."""
+    r = rotations(latents)
+    return quat(r[:-1].inv() * r[1:], canonical)
+
+
+def relative_actions(latents: np.ndarray, latent_type: str, canonical: bool = False) -> np.ndarray:
+    """(V, 7) latents -> (V-1, A) actions between consecutive views for ``latent_type``."""
+    q = relative_quats(latents, canonical)
+    if latent_type == "rot":
+        return q
+    idx = COLOR_IDX if latent_type == "rotcolor" else ALL_IDX
+    deltas = (latents[1:, idx] - latents[:-1, idx]).astype(np.float32)
+    return np.concatenate([q, deltas], axis=1)
+
+
+def probe_targets(latents: np.ndarray, canonical: bool = False) -> dict[str, np.ndarray]:
+    """Targets of the 3DIEBench equivariance probes between views 0 and 1 (and of view 0 alone)."""
+    r = rotations(latents[:2])
+    return {
+        "rotation": quat(r[0].inv() * r[1], canonical),  # relative rotation R^2 (pair probe)
+        "color": (latents[1, COLOR_IDX] - latents[0, COLOR_IDX]).astype(np.float32),  # colour R^2
+        "indiv_rotation": quat(r[0], canonical),  # individual rotation R^2 (single-view probe)
+    }

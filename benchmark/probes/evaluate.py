@@ -1,0 +1,110 @@
+"""Run every probe on a method's frozen representations and assemble the metrics record.
+
+For each split, ``probe.{train,val}_samples`` view sequences per object are drawn with a fixed seed
+(the same for every method), encoded once in eval mode, and cached:
+
+* view representations (kind "view") of views 0 and 1 -> top-1 (view 0), pair probes on
+  concat(view 0, view 1) (relative rotation, colour), single probes on view 0 (individual rotation);
+* sequence representations (kind "sequence") of the first M views, for M = M_val and every extra
+  ``probe.eval_seq_lens`` -> top-1 at each inference length.
+
+Deviation from SIE/seq-JEPA, recorded in the result: they draw fresh random views every probe
+epoch; we cache a fixed number of sampled sequences per object so a probe epoch costs no encoder pass.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from benchmark.config import RunConfig
+from benchmark.data.base import SequenceDataset, collate
+from benchmark.probes.heads import linear_probe, regression_probe
+from methods.contract import Method
+
+PROTOCOL = ("frozen encoder in eval mode; features of probe.train_samples / probe.val_samples fixed view "
+            "sequences per object cached; heads trained with Adam on the train split and scored on the "
+            "held-out split at the final epoch (no test-set selection)")
+
+
+@torch.no_grad()
+def extract(method: Method, ds: SequenceDataset, lens: list[int], batch_size: int, device: torch.device,
+            num_workers: int, desc: str, progress: bool) -> dict:
+    """Encode ``ds`` -> {"view": {rep: (N, 2, D)}, "seq": {rep: {M: (N, D)}}, "label", "targets"}."""
+    method.eval()
+    reps = method.representations()
+    view_reps = [r.name for r in reps if r.kind == "view"]
+    seq_reps = [r.name for r in reps if r.kind == "sequence"]
+    out: dict = {"view": {r: [] for r in view_reps}, "seq": {r: {m: [] for m in lens} for r in seq_reps},
+                 "label": [], "targets": {}}
+    loader = DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=collate)
+    for b in tqdm(loader, desc=desc, unit="batch", disable=not progress, leave=False):
+        views, actions = b["views"].to(device), b["actions"].to(device)
+        enc = method.encode(views[:, :2], actions[:, :1])
+        for r in view_reps:
+            out["view"][r].append(enc[r].float().cpu())
+        if seq_reps:
+            for m in lens:
+                enc_m = enc if m == 2 else method.encode(views[:, :m], actions[:, : m - 1])
+                for r in seq_reps:
+                    out["seq"][r][m].append(enc_m[r].float().cpu())
+        out["label"].append(b["label"])
+        for k, v in b["targets"].items():
+            out["targets"].setdefault(k, []).append(v.float())
+    return {
+        "view": {r: torch.cat(v) for r, v in out["view"].items()},
+        "seq": {r: {m: torch.cat(v) for m, v in d.items()} for r, d in out["seq"].items()},
+        "label": torch.cat(out["label"]),
+        "targets": {k: torch.cat(v) for k, v in out["targets"].items()},
+    }
+
+
+def evaluate(method: Method, cfg: RunConfig, train_ds: SequenceDataset, val_ds: SequenceDataset,
+             device: torch.device) -> dict:
+    """All probes -> the ``metrics`` section of result.json."""
+    lens = sorted({cfg.eval_seq_len, *cfg.probe.eval_seq_lens})
+    p = cfg.probe
+    nw = cfg.data.num_workers
+    train_ds.repeats, val_ds.repeats = p.train_samples, p.val_samples
+    tr = extract(method, train_ds, lens, p.batch_size, device, nw, "probe features (train)", cfg.train.progress)
+    va = extract(method, val_ds, lens, p.batch_size, device, nw, "probe features (val)", cfg.train.progress)
+    n_cls = train_ds.num_classes
+    per_rep: dict[str, dict] = {}
+    for r, x in tr["view"].items():
+        xv = va["view"][r]
+        d: dict = {"top1": linear_probe(x[:, 0], tr["label"], xv[:, 0], va["label"], n_cls, p, cfg.seed)}
+        for t in train_ds.probe_targets:
+            f_tr = x.flatten(1) if t.kind == "pair" else x[:, 0]
+            f_va = xv.flatten(1) if t.kind == "pair" else xv[:, 0]
+            u, g = regression_probe(f_tr, tr["targets"][t.name], f_va, va["targets"][t.name], t.head, p, cfg.seed)
+            d[f"{t.name}_r2"], d[f"{t.name}_r2_global"] = u, g
+        per_rep[r] = d
+    for r, by_len in tr["seq"].items():
+        accs = {str(m): linear_probe(by_len[m], tr["label"], va["seq"][r][m], va["label"], n_cls, p, cfg.seed)
+                for m in lens}
+        per_rep[r] = {"top1": accs[str(cfg.eval_seq_len)], "top1_by_eval_len": accs}
+    return headline(method, per_rep, train_ds, va["label"].shape[0], tr["label"].shape[0])
+
+
+def headline(method: Method, per_rep: dict, ds: SequenceDataset, n_val: int, n_train: int) -> dict:
+    """Pick the headline numbers from the representation the method declares for each."""
+    metrics: dict = {}
+    sources: dict = {}
+    names = ["top1"] + [f"{t.name}_r2" for t in ds.probe_targets]
+    for name in names:
+        src = method.headline.get(name) or method.headline.get(name.removesuffix("_r2") + "_r2")
+        if src is None:
+            # Equivariance probes not named in the method's headline read its first view representation.
+            src = next(r.name for r in method.representations() if r.kind == "view")
+        metrics[name] = per_rep[src].get(name, float("nan"))
+        if f"{name}_global" in per_rep[src]:
+            metrics[f"{name}_global"] = per_rep[src][f"{name}_global"]
+        sources[name] = src
+        if name == "top1" and "top1_by_eval_len" in per_rep[src]:
+            metrics["top1_by_eval_len"] = per_rep[src]["top1_by_eval_len"]
+    metrics["headline_source"] = sources
+    metrics["per_representation"] = per_rep
+    metrics["probe_protocol"] = PROTOCOL
+    metrics["probe_samples"] = {"train": n_train, "val": n_val}
+    return metrics

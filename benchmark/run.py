@@ -1,0 +1,154 @@
+"""Train and evaluate one method on one dataset: ``python -m benchmark.run --method seqjepa --dataset 3diebench``.
+
+``run_one(cfg)`` is the whole job (the SLURM launcher calls it too): validate -> run directory ->
+pre-train (resuming if a checkpoint exists; skipped with ``--epochs 0``) -> probes -> result.json.
+A finished run is a no-op unless ``force``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import yaml
+
+from benchmark.config import RunConfig, load_yaml, merge, parse_set, run_dir, to_dict
+from benchmark.errors import SeqbenchError, user_message
+from benchmark.probes.evaluate import evaluate
+from benchmark.registry import DATASETS, METHODS, build_method, dataset_entry, resolve
+from benchmark.results import RESULT_FILE, now, provenance, read_result, write_result
+from benchmark.train import CHECKPOINT, LOG, train
+
+CONFIG_FILE = "config.yaml"
+
+
+@dataclass
+class RunOutcome:
+    run_dir: Path
+    status: str  # "complete" | "skipped" (already finished) | "interrupted" (resumable)
+    result: dict | None
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise SeqbenchError(f"--device {name} requested but CUDA is not available here; use --device cpu or auto")
+    return torch.device(name)
+
+
+def run_one(cfg: RunConfig, force: bool = False, stop_requested: Callable[[], bool] | None = None,
+            log: Callable[[str], None] = print) -> RunOutcome:
+    """Run (or resume, or skip) the run ``cfg`` identifies. Raises SeqbenchError on bad input."""
+    out = run_dir(cfg)
+    if not force and (out / RESULT_FILE).is_file():
+        log(f"already finished: {out} (use --force to re-run)")
+        return RunOutcome(out, "skipped", read_result(out))
+    device = pick_device(cfg.device)
+    torch.manual_seed(cfg.seed)
+    method, spec = build_method(cfg)
+    entry = dataset_entry(cfg.dataset)
+    n_views = method.views_needed(cfg.data.seq_len)
+    train_ds = entry.build(cfg, "train", n_views, False)  # validates the data root before anything is written
+    probe_views = max(2, cfg.eval_seq_len, *cfg.probe.eval_seq_lens)
+    probe_train = entry.build(cfg, "train", probe_views, True)
+    probe_val = entry.build(cfg, "val", probe_views, True)
+    if method.uses_actions and train_ds.action_dim != spec.action_dim:
+        raise SeqbenchError(f"{cfg.method} expects {spec.action_dim}-d actions but {cfg.dataset} gives "
+                            f"{train_ds.action_dim}-d ones")
+    if force and out.exists():
+        for f in (RESULT_FILE, CHECKPOINT, LOG):
+            (out / f).unlink(missing_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / CONFIG_FILE).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    start, t0 = now(), time.perf_counter()
+    log(f"run directory: {out}")
+    if cfg.train.epochs > 0:
+        summary = train(cfg, method, train_ds, out, device, stop_requested)
+        if summary.interrupted:
+            log(f"interrupted at step {summary.steps}/{summary.total_steps}; checkpoint saved in {out}")
+            return RunOutcome(out, "interrupted", None)
+        train_info = {"steps": summary.steps, "total_steps": summary.total_steps, "epochs": summary.epochs_done,
+                      "train_loss_final": summary.final_loss, "images_per_s": summary.images_per_s}
+    else:
+        log("train.epochs = 0: evaluating the randomly initialised encoder (no pre-training)")
+        train_info = {"steps": 0, "total_steps": 0, "epochs": 0, "train_loss_final": None, "images_per_s": None}
+    metrics = evaluate(method.to(device), cfg, probe_train, probe_val, device)
+    metrics.update({k: train_info[k] for k in ("train_loss_final", "images_per_s")})
+    extra = {"train_steps": train_info["steps"], "train_total_steps": train_info["total_steps"],
+             "dataset_note": train_ds.label_note or None, "amp_bf16": cfg.train.amp and device.type == "cuda"}
+    path = write_result(out, cfg, metrics, provenance(device, start, time.perf_counter() - t0, extra))
+    log(f"wrote {path}")
+    return RunOutcome(out, "complete", read_result(out))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m benchmark.run", description=__doc__.split("\n")[0],
+        epilog=f"methods: {', '.join(METHODS)}; datasets: {', '.join(DATASETS)}. Any config field: --set KEY=VALUE "
+               "(e.g. --set model.act_cond=false --set probe.eval_seq_lens=[1,3,5]).")
+    p.add_argument("--method", help="method name (default seqjepa)")
+    p.add_argument("--dataset", help="dataset name (default 3diebench-mini)")
+    p.add_argument("--data-root", help="dataset root (3diebench: the extracted 3DIEBench/ folder)")
+    p.add_argument("--seq-len", type=int, help="training sequence length M_tr")
+    p.add_argument("--eval-seq-len", type=int, help="inference length M_val of the headline top-1")
+    p.add_argument("--epochs", type=int, help="pre-training epochs; 0 = evaluate at random initialisation")
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--image-size", type=int)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--device", help="cpu | cuda | auto (default auto)")
+    p.add_argument("--out", help="parent folder of run directories (default results/runs)")
+    p.add_argument("--config", action="append", default=[], help="YAML config file (repeatable; later wins)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override any config field")
+    p.add_argument("--force", action="store_true", help="re-run even if the run already finished")
+    p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> RunConfig:
+    user: dict = {}
+    for f in args.config:
+        user = merge(user, load_yaml(f))
+    flags = {"method": args.method, "dataset": args.dataset, "seed": args.seed, "device": args.device,
+             "out": args.out, "data": {"root": args.data_root, "seq_len": args.seq_len,
+                                       "image_size": args.image_size},
+             "train": {"epochs": args.epochs, "batch_size": args.batch_size},
+             "probe": {"eval_seq_len": args.eval_seq_len}}
+
+    def drop_none(d: dict) -> dict:
+        return {k: drop_none(v) if isinstance(v, dict) else v for k, v in d.items() if v is not None}
+
+    user = merge(user, drop_none(flags))
+    user = merge(user, parse_set(args.set))
+    return resolve(user)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        cfg = config_from_args(args)
+        if args.print_config:
+            print(yaml.safe_dump(to_dict(cfg), sort_keys=False), end="")
+            return 0
+        outcome = run_one(cfg, force=args.force)
+    except SeqbenchError as e:
+        print(f"error: {user_message(e)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\ninterrupted; the last checkpoint is kept and the same command resumes the run", file=sys.stderr)
+        return 130
+    if outcome.result:
+        m = outcome.result["metrics"]
+        keys = [k for k in ("top1", "rotation_r2", "color_r2", "indiv_rotation_r2") if k in m]
+        print("  ".join(f"{k}={m[k]:.4g}" for k in keys if isinstance(m[k], int | float)))
+    print(outcome.run_dir)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

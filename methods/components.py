@@ -1,0 +1,151 @@
+"""Shared building blocks: backbone, action embedding, sequence aggregator, EMA target.
+
+Every method builds itself from these so that architecture differences between methods are only
+the ones their papers define (same ResNet-18, same aggregator size for the "+tx" variants).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import torch
+import torchvision
+from lightly.models.utils import deactivate_requires_grad, update_momentum
+from lightly.utils.scheduler import cosine_schedule
+from torch import Tensor, nn
+
+RESNET18_DIM = 512
+
+
+def resnet18_backbone(small_images: bool = False) -> nn.Module:
+    """torchvision ResNet-18, fc removed (output 512-d), ``zero_init_residual=True`` as in seq-JEPA.
+
+    ``small_images`` swaps in the CIFAR stem (3x3/1 conv1, no max-pool) that seq-JEPA's
+    ``--cifar-resnet`` uses for 32-96 px inputs.
+    """
+    net = torchvision.models.resnet18(weights=None, zero_init_residual=True)
+    net.fc = nn.Identity()
+    if small_images:
+        net.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
+        net.maxpool = nn.Identity()
+    return net
+
+
+def encode_views(encoder: nn.Module, views: Tensor) -> Tensor:
+    """Apply a per-image encoder to (B, V, C, H, W) views -> (B, V, D) in one batched call."""
+    b, v = views.shape[:2]
+    return encoder(views.flatten(0, 1)).unflatten(0, (b, v))
+
+
+class ActionEmbedding(nn.Module):
+    """seq-JEPA's action embedding: Linear(A -> dim, no bias) + BatchNorm1d(dim, affine=False).
+
+    Accepts any leading shape (..., A) -> (..., dim). One instance is shared by the observation
+    tokens and the predictor (upstream ``action_proj``).
+    """
+
+    def __init__(self, action_dim: int, dim: int = 128) -> None:
+        super().__init__()
+        self.action_dim, self.dim = action_dim, dim
+        self.proj = nn.Linear(action_dim, dim, bias=False)
+        self.norm = nn.BatchNorm1d(dim, affine=False)
+
+    def forward(self, a: Tensor) -> Tensor:
+        lead = a.shape[:-1]
+        return self.norm(self.proj(a.reshape(-1, self.action_dim))).reshape(*lead, self.dim)
+
+
+class SequenceAggregator(nn.Module):
+    """Transformer encoder with a learnable [AGG] token and no positional embedding.
+
+    Matches seq-JEPA's ``TransformerEncoder_``: post-norm ``nn.TransformerEncoderLayer`` layers
+    (ReLU, dropout 0.1, FFN = 4 x width), a final LayerNorm, [AGG] initialised to zeros.
+    Input tokens (B, N, width) -> aggregate (B, width) read at the [AGG] position.
+    """
+
+    def __init__(self, width: int, layers: int = 3, heads: int = 4, mlp_ratio: int = 4,
+                 dropout: float = 0.1) -> None:
+        super().__init__()
+        if width % heads:
+            raise ValueError(f"aggregator width {width} is not divisible by {heads} heads")
+        self.width = width
+        self.agg_token = nn.Parameter(torch.zeros(1, 1, width))
+        layer = nn.TransformerEncoderLayer(width, heads, width * mlp_ratio, dropout=dropout, batch_first=True)
+        # enable_nested_tensor only matters for padding masks, which we never use.
+        self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(width)
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        agg = self.agg_token.expand(tokens.shape[0], -1, -1)
+        return self.norm(self.encoder(torch.cat([agg, tokens], dim=1)))[:, 0]
+
+
+def mlp(dims: list[int], *, last_bn: bool = False, last_bn_affine: bool = True, bias_last: bool = True,
+        hidden_bias: bool = False) -> nn.Sequential:
+    """Linear-BN-ReLU stack: dims [d0, d1, ..., dn]; no BN/ReLU after the last Linear unless ``last_bn``."""
+    layers: list[nn.Module] = []
+    for i, (a, b) in enumerate(zip(dims[:-1], dims[1:], strict=True)):
+        last = i == len(dims) - 2
+        layers.append(nn.Linear(a, b, bias=bias_last if last else hidden_bias))
+        if not last:
+            layers += [nn.BatchNorm1d(b), nn.ReLU(inplace=True)]
+        elif last_bn:
+            layers.append(nn.BatchNorm1d(b, affine=last_bn_affine))
+    return nn.Sequential(*layers)
+
+
+def make_target(online: nn.Module) -> nn.Module:
+    """A frozen deep copy of ``online`` to be moved by :func:`ema_update` only."""
+    target = copy.deepcopy(online)
+    deactivate_requires_grad(target)
+    return target
+
+
+def ema_tau(step: int, total_steps: int, base: float) -> float:
+    """Cosine EMA schedule base -> 1 (BYOL; seq-JEPA applies it per epoch, we per step)."""
+    if total_steps <= 1:
+        return base
+    return float(cosine_schedule(min(step, total_steps), total_steps, base, 1.0))
+
+
+@torch.no_grad()
+def ema_update(online: nn.Module, target: nn.Module, tau: float) -> None:
+    """target <- tau * target + (1 - tau) * online, on parameters (lightly ``update_momentum``).
+
+    Buffers (BatchNorm running statistics) are copied: the target is only ever run in train mode
+    during training, where they are unused, and this keeps eval-mode targets sensible.
+    """
+    update_momentum(online, target, m=tau)
+    for b_t, b_o in zip(target.buffers(), online.buffers(), strict=True):
+        b_t.copy_(b_o)
+
+
+def cosine_loss(pred: Tensor, target: Tensor) -> Tensor:
+    """1 - cos(pred, stop_grad(target)), averaged over the batch (seq-JEPA's only loss)."""
+    return 1.0 - nn.functional.cosine_similarity(pred, target.detach(), dim=-1).mean()
+
+
+def check_actions(name: str, actions: Tensor | None, expected_dim: int, views: int) -> Tensor:
+    """Fail clearly when an action-conditioned method gets missing or mis-shaped actions."""
+    if actions is None:
+        raise ValueError(f"{name} is action-conditioned but got no actions; use a dataset that provides them")
+    want = (views - 1, expected_dim)
+    if actions.ndim != 3 or tuple(actions.shape[1:]) != want:
+        raise ValueError(
+            f"{name}: actions must have shape (B, {want[0]}, {want[1]}) for {views} views of action "
+            f"dim {expected_dim}, got {tuple(actions.shape)}; check data.latent_type matches the model"
+        )
+    if not torch.isfinite(actions).all():
+        raise ValueError(f"{name}: actions contain NaN/inf")
+    return actions
+
+
+def warmup_cosine(step: int, total: int, warmup: int, base: float, start: float, final: float) -> float:
+    """Linear warm-up start -> base over ``warmup`` steps, then cosine base -> final."""
+    if warmup > 0 and step < warmup:
+        return start + (base - start) * step / warmup
+    if total <= warmup:
+        return base
+    t = min(1.0, (step - warmup) / max(1, total - warmup))
+    return final + (base - final) * 0.5 * (1.0 + math.cos(math.pi * t))

@@ -1,0 +1,133 @@
+"""The method contract: what every SSL method in seqbench implements.
+
+A method is an ``nn.Module`` that owns its encoder, heads, target networks and loss. The harness
+(``benchmark/``) only ever talks to it through the four members of :class:`Method`:
+
+* ``training_step(batch)``  -> :class:`StepOutput` (forward + loss; the harness calls backward).
+* ``encode(views, actions)`` -> named frozen representations the probes read.
+* ``param_groups(weight_decay)`` -> optimiser parameter groups.
+* ``on_step_end(step, total_steps)`` -> per-step hook, called after ``optimizer.step()`` (EMA updates).
+
+Shapes use ``B`` batch, ``V`` views per sample, ``C, H, W`` image, ``A`` action dimension, ``D`` feature.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import ClassVar, Literal
+
+import torch
+from torch import Tensor, nn
+
+RepKind = Literal["view", "sequence"]
+RepRole = Literal["invariant", "equivariant", "both"]
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """What a method needs to know about the data to build itself."""
+
+    image_size: int  # H == W of every view fed to the encoder
+    action_dim: int  # A: width of the relative action between consecutive views (0 = no actions)
+    num_classes: int
+    channels: int = 3
+    small_images: bool = False  # True -> CIFAR-style ResNet stem (3x3/1 conv1, no max-pool)
+
+
+@dataclass(frozen=True)
+class Batch:
+    """One training batch of view sequences.
+
+    views:   (B, V, C, H, W) views of one object/image per row, in sequence order.
+    actions: (B, V-1, A) relative action from view i to view i+1 (``actions[:, i]``).
+    labels:  (B,) class labels (never used by the SSL losses; carried for online diagnostics).
+    """
+
+    views: Tensor
+    actions: Tensor
+    labels: Tensor
+
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> Batch:
+        return Batch(*(t.to(device, non_blocking=non_blocking) for t in (self.views, self.actions, self.labels)))
+
+
+@dataclass
+class StepOutput:
+    """Result of one training step. ``loss`` carries the graph; ``logs`` are detached floats."""
+
+    loss: Tensor
+    logs: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Representation:
+    """A frozen representation the probes can read.
+
+    kind "view":     ``encode`` returns (B, V, dim): one vector per input view (classification reads
+                     view 0; relative-transformation probes read the concatenation of views 0 and 1).
+    kind "sequence": ``encode`` returns (B, dim): one vector for the whole observed sequence.
+    """
+
+    name: str
+    dim: int
+    kind: RepKind
+    role: RepRole
+
+
+class Method(nn.Module):
+    """Base class of every method (seq-JEPA and the baselines).
+
+    Subclasses set ``name``, ``uses_actions`` and ``headline`` and implement the four members below.
+    ``training_step`` may mutate only module state that a forward pass mutates (BatchNorm running
+    statistics); target networks move only in ``on_step_end``.
+    """
+
+    name: ClassVar[str]
+    # Which representation each headline metric reads ("top1", "rotation_r2", "color_r2").
+    headline: ClassVar[dict[str, str]]
+    # True if the loss consumes ``batch.actions`` (may depend on the config, so set per instance):
+    # the harness then refuses data without actions.
+    uses_actions: bool = False
+
+    def views_needed(self, seq_len: int) -> int:
+        """Views per training sample for training sequence length ``seq_len`` (default: a pair)."""
+        return 2
+
+    def representations(self) -> list[Representation]:
+        raise NotImplementedError
+
+    def training_step(self, batch: Batch) -> StepOutput:
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def encode(self, views: Tensor, actions: Tensor | None = None) -> dict[str, Tensor]:
+        """Frozen representations of ``views`` (B, V, C, H, W) with ``actions`` (B, V-1, A).
+
+        Returns one entry per :meth:`representations` item: (B, V, dim) for view kinds, (B, dim) for
+        sequence kinds (aggregating all V views as observations). Called in eval mode.
+        """
+        raise NotImplementedError
+
+    def param_groups(self, weight_decay: float) -> list[dict]:
+        """Default: weight decay on weights of rank >= 2, none on biases and norm parameters."""
+        return split_decay_groups(self, weight_decay)
+
+    def on_step_end(self, step: int, total_steps: int) -> None:
+        """Called once after every optimiser step (``step`` counts from 1)."""
+
+    def encoder_module(self) -> nn.Module:
+        """The online backbone (ResNet-18 without fc); exported and compared across methods."""
+        return self.encoder  # type: ignore[return-value]
+
+
+def split_decay_groups(module: nn.Module, weight_decay: float) -> list[dict]:
+    """Parameters with ndim >= 2 get ``weight_decay``; biases and norm scales get 0 (seq-JEPA PLS code)."""
+    decay, no_decay = [], []
+    for p in module.parameters():
+        if not p.requires_grad:
+            continue
+        (decay if p.ndim >= 2 else no_decay).append(p)
+    return [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
