@@ -9,6 +9,12 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
+from baselines.byol import BYOL
+from baselines.cond_byol import CondBYOL
+from baselines.simclr import SimCLR
+from baselines.tx import BYOLTx, SimCLRTx, VICRegTx
+from baselines.vicreg import VICReg
+from baselines.vicreg_traj import VICRegTraj
 from benchmark.config import RunConfig, from_dict, to_dict
 from benchmark.data.base import SequenceDataset
 from benchmark.data.mini3d import generate as generate_mini
@@ -20,6 +26,14 @@ from methods.seqjepa import SeqJEPA
 
 METHODS: dict[str, type[Method]] = {
     "seqjepa": SeqJEPA,
+    "simclr": SimCLR,
+    "byol": BYOL,
+    "vicreg": VICReg,
+    "cond-byol": CondBYOL,
+    "vicreg-traj": VICRegTraj,
+    "simclr+tx": SimCLRTx,
+    "byol+tx": BYOLTx,
+    "vicreg+tx": VICRegTx,
 }
 
 

@@ -1,0 +1,117 @@
+"""End to end through the CLI: a tiny run, idempotence, --epochs 0, and one-paragraph errors."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from benchmark.run import main
+from tests.conftest import tiny_args
+from tests.test_threedie import write_official_tree
+
+REQUIRED = {"schema_version", "method", "dataset", "seq_len", "eval_seq_len", "seed", "status", "config", "metrics",
+            "provenance"}
+
+
+def results(out: Path) -> list[Path]:
+    return sorted(out.rglob("result.json"))
+
+
+def test_tiny_run_writes_a_complete_result_and_is_idempotent(tmp_path, capsys):
+    out = tmp_path / "runs"
+    assert main(tiny_args(out, **{"probe.eval_seq_lens": "[1,2]"})) == 0
+    (path,) = results(out)
+    r = json.loads(path.read_text())
+    assert REQUIRED <= set(r) and r["schema_version"] == 1 and r["status"] == "complete"
+    m = r["metrics"]
+    for k in ("top1", "rotation_r2", "color_r2", "rotation_r2_global", "color_r2_global", "indiv_rotation_r2"):
+        assert isinstance(m[k], float) and math.isfinite(m[k]), k
+    assert 0 <= m["top1"] <= 100
+    assert m["headline_source"] == {"top1": "aggregate", "rotation_r2": "encoder", "color_r2": "encoder",
+                                    "indiv_rotation_r2": "encoder"}
+    assert set(m["top1_by_eval_len"]) == {"1", "2", "3"} and m["top1_by_eval_len"]["3"] == m["top1"]
+    assert "top1" in m["per_representation"]["encoder"]
+    assert r["config"]["model"]["act_cond"] is True and r["config"]["data"]["mini"]["classes"] == 3
+    prov = r["provenance"]
+    assert {"git_commit", "git_dirty", "torch", "device", "wall_time_s", "start_time", "end_time"} <= set(prov)
+    assert prov["train_steps"] == prov["train_total_steps"] > 0
+    assert "not comparable" in prov["dataset_note"]
+    assert (path.parent / "config.yaml").is_file() and (path.parent / "checkpoint.pt").is_file()
+    log = [json.loads(ln) for ln in (path.parent / "log.jsonl").read_text().splitlines()]
+    assert log[-1]["step"] == prov["train_steps"] and math.isfinite(log[-1]["loss"])
+    printed = capsys.readouterr().out
+    assert str(path.parent) in printed
+    before = path.read_text()
+    assert main(tiny_args(out, **{"probe.eval_seq_lens": "[1,2]"})) == 0
+    assert "already finished" in capsys.readouterr().out and path.read_text() == before
+    assert main(tiny_args(out, **{"probe.eval_seq_lens": "[1,2]"}) + ["--force"]) == 0
+    assert json.loads(path.read_text())["provenance"]["start_time"] >= r["provenance"]["start_time"]
+
+
+def test_epochs_zero_evaluates_random_init(tmp_path):
+    assert main(tiny_args(tmp_path) + ["--epochs", "0", "--set", "model.act_cond=false"]) == 0
+    (path,) = results(tmp_path)
+    r = json.loads(path.read_text())
+    assert r["provenance"]["train_steps"] == 0 and r["metrics"]["train_loss_final"] is None
+    assert not (path.parent / "checkpoint.pt").exists()
+    assert r["config"]["model"]["act_cond"] is False
+
+
+def test_real_3diebench_loader_through_the_cli(tmp_path):
+    root = write_official_tree(tmp_path / "3DIEBench", objects_per_class=4, views=5)
+    args = ["--dataset", "3diebench", "--data-root", str(tmp_path), "--image-size", "32", "--batch-size", "4",
+            "--epochs", "1", "--out", str(tmp_path / "runs"), "--set", "train.progress=false",
+            "--set", "data.num_workers=0", "--set", "probe.epochs=1", "--set", "probe.train_samples=1",
+            "--set", "probe.val_samples=1", "--set", "train.warmup_epochs=0"]
+    assert main(args) == 0
+    (path,) = results(tmp_path / "runs")
+    assert json.loads(path.read_text())["dataset"] == "3diebench"
+    assert root.is_dir()
+
+
+@pytest.mark.parametrize("extra,message", [
+    (["--method", "jepa"], "unknown method 'jepa'; valid methods:"),
+    (["--dataset", "imagenet"], "unknown dataset 'imagenet'; valid datasets:"),
+    (["--seq-len", "0"], "must be >= 1"),
+    (["--set", "train.epochz=3"], "unknown key epochz in train; valid keys:"),
+    (["--set", "train.epochs=many"], "train.epochs: expected an integer"),
+    (["--set", "data.mini.classes=99"], "data.mini.classes must be 1..10"),
+    (["--batch-size", "1000"], "larger than the"),
+    (["--config", "/nonexistent.yaml"], "config file /nonexistent.yaml does not exist"),
+])
+def test_bad_input_is_one_paragraph_without_traceback_or_result(tmp_path, capsys, extra, message):
+    assert main(tiny_args(tmp_path) + extra) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and "Traceback" not in err
+    assert results(tmp_path) == []
+
+
+def test_missing_or_malformed_3diebench_root(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("SEQBENCH_DATA_ROOT", raising=False)
+    base = ["--dataset", "3diebench", "--out", str(tmp_path / "runs"), "--set", "train.progress=false"]
+    assert main(base) == 2
+    assert "no 3DIEBench root given" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert main(base + ["--data-root", str(tmp_path / "empty")]) == 2
+    err = capsys.readouterr().err
+    assert "split files train_images.npy, train_labels.npy not found" in err and "Traceback" not in err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_corrupt_image_is_named_and_leaves_no_result(tmp_path, capsys):
+    root = write_official_tree(tmp_path / "3DIEBench", objects_per_class=4, views=5)
+    train_objs = np.load(root / "train_images.npy")
+    for o in train_objs:
+        for k in range(5):
+            (root / o.strip("/") / f"image_{k}.jpg").write_bytes(b"\x00garbage")
+    args = ["--dataset", "3diebench", "--data-root", str(root), "--image-size", "32", "--batch-size", "4",
+            "--epochs", "1", "--out", str(tmp_path / "runs"), "--set", "train.progress=false",
+            "--set", "data.num_workers=1"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "corrupt image" in err and "image_" in err and "Traceback" not in err
+    assert results(tmp_path / "runs") == []
