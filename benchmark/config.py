@@ -34,6 +34,39 @@ class MiniConfig:
 
 
 @dataclass(frozen=True)
+class AugConfig:
+    """Augmentation sequences of cifar100 / tinyimagenet / stl10 (benchmark/data/augment.py, seqjepa.md A.4)."""
+
+    condition: Literal["aug", "crop", "jitter", "blur"] = "aug"  # action = crop+jitter+blur (9) / crop (4) / ...
+    blur: bool = True  # false = upstream --no-blur: no Gaussian blur, 8-d "aug" action
+    # upstream L2-normalises each parameter across the views of a sequence (engine.py, quirk);
+    # "image": crop [i, j, h, w] divided by the image side, other parameters raw
+    param_norm: Literal["view-l2", "image"] = "view-l2"
+
+
+@dataclass(frozen=True)
+class SaccadeConfig:
+    """Predictive learning across saccades, stl10-saccades (benchmark/data/saccades.py, seqjepa.md A.4)."""
+
+    # precomputed = saliency_{unlabeled,train,test}.npy (the paper's DeepGaze IIE maps); the others need no weights
+    saliency: Literal["precomputed", "spectral", "centre-surround", "uniform"] = "precomputed"
+    saliency_dir: str | None = None  # folder holding the saliency arrays; None -> searched under data.root
+    fovea: int = 32  # --fovea-size 32: glimpse side in image pixels (resampled to data.image_size)
+    ior: bool = True  # --ior 1: inhibition of return around every fixation
+
+
+@dataclass(frozen=True)
+class ImageMiniConfig:
+    """Generator settings of the *-mini image stand-ins (benchmark/data/image_mini.py)."""
+
+    classes: int = 10  # procedurally drawn shape classes (<= 10)
+    train_per_class: int = 60  # labelled training images per class
+    test_per_class: int = 20  # held-out images per class
+    unlabeled: int = 600  # STL-10 format only: unlabeled pre-training images
+    seed: int = 0  # same settings + seed -> identical files
+
+
+@dataclass(frozen=True)
 class DataConfig:
     root: str | None = None  # dataset root; None -> $SEQBENCH_DATA_ROOT (or the mini cache)
     seq_len: int = 3  # training sequence length M_tr (observed views; seq-JEPA adds one target view)
@@ -44,6 +77,10 @@ class DataConfig:
     fallback_split: bool = False  # opt-in deterministic split when the official split files are missing
     num_workers: int = 2  # DataLoader workers (does not change results)
     mini: MiniConfig = field(default_factory=MiniConfig)
+    stl10_pretrain: Literal["unlabeled", "train"] = "unlabeled"  # STL-10 split for SSL (paper: 100k unlabeled)
+    aug: AugConfig = field(default_factory=AugConfig)
+    saccade: SaccadeConfig = field(default_factory=SaccadeConfig)
+    image_mini: ImageMiniConfig = field(default_factory=ImageMiniConfig)
 
 
 @dataclass(frozen=True)
@@ -96,7 +133,8 @@ class RunConfig:
 
 # Fields that do not change what is computed: excluded from the run identity hash.
 NON_SEMANTIC = {("device",), ("out",), ("data", "num_workers"), ("data", "root"), ("data", "split_dir"),
-                ("train", "progress"), ("train", "log_every"), ("train", "checkpoint_every")}
+                ("data", "saccade", "saliency_dir"), ("train", "progress"), ("train", "log_every"),
+                ("train", "checkpoint_every")}
 
 
 def _type_name(tp: Any) -> str:

@@ -2,7 +2,8 @@
 
 ``run_one(cfg)`` is the whole job (the SLURM launcher calls it too): validate -> run directory ->
 pre-train (resuming if a checkpoint exists; skipped with ``--epochs 0``) -> probes -> result.json.
-A finished run is a no-op unless ``force``.
+A finished run is a no-op unless ``force``. Started as several processes (torchrun, srun, the
+launcher's multi-GPU jobs) it trains data-parallel and rank 0 alone evaluates and writes.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 import torch
 import yaml
 
+from benchmark import distributed
 from benchmark.config import RunConfig, load_yaml, merge, parse_set, run_dir, to_dict
 from benchmark.errors import SeqbenchError, user_message
 from benchmark.probes.evaluate import evaluate
@@ -35,21 +37,28 @@ class RunOutcome:
 
 
 def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise SeqbenchError(f"--device {name} requested but CUDA is not available here; use --device cpu or auto")
-    return torch.device(name)
+    return distributed.device_for(name, distributed.DistEnv())
 
 
 def run_one(cfg: RunConfig, force: bool = False, stop_requested: Callable[[], bool] | None = None,
             log: Callable[[str], None] = print) -> RunOutcome:
-    """Run (or resume, or skip) the run ``cfg`` identifies. Raises SeqbenchError on bad input."""
+    """Run (or resume, or skip) the run ``cfg`` identifies. Raises SeqbenchError on bad input.
+
+    ``stop_requested`` is polled after every training step and once before the probes; when it
+    returns True the run checkpoints and returns status "interrupted" (the same call resumes it).
+    """
     out = run_dir(cfg)
     if not force and (out / RESULT_FILE).is_file():
         log(f"already finished: {out} (use --force to re-run)")
         return RunOutcome(out, "skipped", read_result(out))
-    device = pick_device(cfg.device)
+    with distributed.session(cfg.device) as (env, device):
+        return _run(cfg, out, env, device, force, stop_requested, log)
+
+
+def _run(cfg: RunConfig, out: Path, env: distributed.DistEnv, device: torch.device, force: bool,
+         stop_requested: Callable[[], bool] | None, log: Callable[[str], None]) -> RunOutcome:
+    if not env.is_main:
+        log = lambda msg: None  # rank 0 speaks for the run
     torch.manual_seed(cfg.seed)
     method, spec = build_method(cfg)
     entry = dataset_entry(cfg.dataset)
@@ -61,16 +70,18 @@ def run_one(cfg: RunConfig, force: bool = False, stop_requested: Callable[[], bo
     if method.uses_actions and train_ds.action_dim != spec.action_dim:
         raise SeqbenchError(f"{cfg.method} expects {spec.action_dim}-d actions but {cfg.dataset} gives "
                             f"{train_ds.action_dim}-d ones")
-    if force and out.exists():
-        for f in (RESULT_FILE, CHECKPOINT, LOG):
-            (out / f).unlink(missing_ok=True)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / CONFIG_FILE).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    if env.is_main:
+        if force and out.exists():
+            for f in (RESULT_FILE, CHECKPOINT, LOG):
+                (out / f).unlink(missing_ok=True)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / CONFIG_FILE).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    distributed.barrier()  # the other ranks read the checkpoint only once rank 0 has prepared the folder
     start, t0 = now(), time.perf_counter()
     log(f"run directory: {out}")
     if cfg.train.epochs > 0:
         summary = train(cfg, method, train_ds, out, device, stop_requested)
-        if summary.interrupted:
+        if summary.interrupted or (stop_requested is not None and stop_requested()):
             log(f"interrupted at step {summary.steps}/{summary.total_steps}; checkpoint saved in {out}")
             return RunOutcome(out, "interrupted", None)
         train_info = {"steps": summary.steps, "total_steps": summary.total_steps, "epochs": summary.epochs_done,
@@ -78,6 +89,8 @@ def run_one(cfg: RunConfig, force: bool = False, stop_requested: Callable[[], bo
     else:
         log("train.epochs = 0: evaluating the randomly initialised encoder (no pre-training)")
         train_info = {"steps": 0, "total_steps": 0, "epochs": 0, "train_loss_final": None, "images_per_s": None}
+    if not env.is_main:
+        return RunOutcome(out, "complete", None)  # rank 0 evaluates and writes the result
     metrics = evaluate(method.to(device), cfg, probe_train, probe_val, device)
     metrics.update({k: train_info[k] for k in ("train_loss_final", "images_per_s")})
     extra = {"train_steps": train_info["steps"], "train_total_steps": train_info["total_steps"],

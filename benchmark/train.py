@@ -4,6 +4,11 @@ schedule -> autocast -> method.training_step -> backward -> optimiser step -> me
 -> JSON-lines log -> checkpoint. The data order and every view sampled are functions of
 (seed, epoch, index), and a checkpoint holds model, optimiser, step, RNG state, so a run resumed from
 its run directory continues exactly where it stopped.
+
+Stopping: ``stop_requested()`` is polled after every step (a launcher sets it from a signal handler);
+the loop then checkpoints at that step and returns ``interrupted``. Under data parallelism
+(``benchmark/distributed.py``) the ranks agree on it, so all stop at the same step; each rank trains
+on its slice of every global batch, and rank 0 alone writes the checkpoint and the log.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,6 +26,7 @@ import torch
 from torch.utils.data import DataLoader, Sampler
 from tqdm import tqdm
 
+from benchmark import distributed
 from benchmark.config import RunConfig, to_dict
 from benchmark.data.base import SequenceDataset, collate, to_batch
 from benchmark.errors import SeqbenchError
@@ -35,10 +42,16 @@ PRESETS = {  # seqjepa.md Decision 3
 
 
 class EpochSampler(Sampler[int]):
-    """Shuffles with a generator seeded by (seed, epoch); can start mid-epoch at a batch offset."""
+    """Shuffles with a generator seeded by (seed, epoch); can start mid-epoch at a batch offset.
 
-    def __init__(self, n: int, batch_size: int, seed: int) -> None:
+    With ``world_size`` ranks, every rank draws the same permutation and keeps its contiguous slice of
+    each global batch of ``batch_size``, so step s trains on exactly the samples one process would.
+    """
+
+    def __init__(self, n: int, batch_size: int, seed: int, rank: int = 0, world_size: int = 1) -> None:
         self.n, self.batch_size, self.seed = n, batch_size, seed
+        self.local = batch_size // world_size
+        self.rank = rank
         self.epoch, self.start_batch = 0, 0
 
     def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
@@ -47,10 +60,21 @@ class EpochSampler(Sampler[int]):
     def __iter__(self):
         g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
         perm = torch.randperm(self.n, generator=g)[: (self.n // self.batch_size) * self.batch_size]
-        return iter(perm[self.start_batch * self.batch_size:].tolist())
+        batches = perm[self.start_batch * self.batch_size:].view(-1, self.batch_size)
+        return iter(batches[:, self.rank * self.local:(self.rank + 1) * self.local].reshape(-1).tolist())
 
     def __len__(self) -> int:
-        return (self.n // self.batch_size - self.start_batch) * self.batch_size
+        return (self.n // self.batch_size - self.start_batch) * self.local
+
+
+def ignore_scheduler_signals(worker_id: int) -> None:
+    """DataLoader ``worker_init_fn``: leave USR1/USR2 (requeue, preemption) to the main process.
+
+    SLURM signals every process of a job step, data workers included; a worker that inherited the
+    launcher's handler must not act on it.
+    """
+    for sig in (signal.SIGUSR1, signal.SIGUSR2):
+        signal.signal(sig, signal.SIG_IGN)
 
 
 @dataclass
@@ -75,10 +99,27 @@ def build_optimizer(method: Method, cfg: RunConfig) -> tuple[torch.optim.Optimiz
 
 
 def atomic_save(obj: dict, path: Path) -> None:
-    """torch.save to a temporary file then rename, so a kill mid-write never leaves a truncated file."""
+    """torch.save to a temporary file, fsync, then rename: a kill mid-write never leaves a truncated file."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    try:
+        with tmp.open("wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def rng_state(device: torch.device) -> dict:
+    return {"cpu": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}
+
+
+def set_rng_state(state: dict, device: torch.device) -> None:
+    torch.set_rng_state(state["cpu"])
+    if device.type == "cuda" and state.get("cuda") is not None:
+        torch.cuda.set_rng_state(state["cuda"], device)
 
 
 def load_checkpoint(path: Path) -> dict:
@@ -91,13 +132,18 @@ def load_checkpoint(path: Path) -> dict:
 
 def train(cfg: RunConfig, method: Method, dataset: SequenceDataset, run_dir: Path, device: torch.device,
           stop_requested: Callable[[], bool] | None = None) -> TrainSummary:
-    """Pre-train ``method`` on ``dataset``; resumes from ``run_dir/checkpoint.pt`` if present."""
+    """Pre-train ``method`` on ``dataset``; resumes from ``run_dir/checkpoint.pt`` if present.
+
+    Under data parallelism every rank calls this with the same arguments (``device`` = its own).
+    """
     tc = cfg.train
+    env = distributed.current()
     n = len(dataset)
     steps_per_epoch = n // tc.batch_size
     if steps_per_epoch == 0:
         raise SeqbenchError(f"train.batch_size {tc.batch_size} is larger than the {n} training samples of "
                             f"{cfg.dataset}; use --batch-size {max(1, n // 4)} or smaller")
+    local_batch = distributed.local_batch_size(tc.batch_size, env)
     total = tc.epochs * steps_per_epoch
     if tc.max_steps is not None:
         total = min(total, tc.max_steps)
@@ -110,28 +156,31 @@ def train(cfg: RunConfig, method: Method, dataset: SequenceDataset, run_dir: Pat
         method.load_state_dict(ck["model"])
         opt.load_state_dict(ck["optimizer"])
         step = ck["step"]
-        torch.set_rng_state(ck["rng_cpu"])
-        if device.type == "cuda" and ck.get("rng_cuda") is not None:
-            torch.cuda.set_rng_state(ck["rng_cuda"], device)
-    sampler = EpochSampler(n, tc.batch_size, cfg.seed)
-    loader = DataLoader(dataset, batch_size=tc.batch_size, sampler=sampler, num_workers=cfg.data.num_workers,
+        rngs = ck.get("rng") or [{"cpu": ck["rng_cpu"], "cuda": ck.get("rng_cuda")}]  # one per rank
+        set_rng_state(rngs[env.rank % len(rngs)], device)
+    elif env.rank > 0:
+        torch.manual_seed(cfg.seed + 7919 * env.rank)  # same weights (built before), own dropout masks
+    step_fn = distributed.wrap(method, device)
+    sampler = EpochSampler(n, tc.batch_size, cfg.seed, env.rank, env.world_size)
+    loader = DataLoader(dataset, batch_size=local_batch, sampler=sampler, num_workers=cfg.data.num_workers,
                         collate_fn=collate, pin_memory=device.type == "cuda", drop_last=True,
-                        persistent_workers=False)
+                        persistent_workers=False, worker_init_fn=ignore_scheduler_signals)
     use_amp = tc.amp and device.type == "cuda"
     views_per_sample = method.views_needed(cfg.data.seq_len)
 
     saved_at = step
 
-    def save() -> None:
+    def save() -> None:  # a collective: every rank calls it, rank 0 writes
         nonlocal saved_at
         saved_at = step
-        atomic_save({"model": method.state_dict(), "optimizer": opt.state_dict(), "step": step,
-                     "rng_cpu": torch.get_rng_state(),
-                     "rng_cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
-                     "config": to_dict(cfg)}, ckpt_path)
+        rngs = distributed.gather(rng_state(device))
+        if env.is_main:
+            atomic_save({"model": method.state_dict(), "optimizer": opt.state_dict(), "step": step, "rng": rngs,
+                         "config": to_dict(cfg)}, ckpt_path)
 
-    log = (run_dir / LOG).open("a")
-    bar = tqdm(total=total, initial=step, desc=f"train {cfg.method}", unit="step", disable=not tc.progress)
+    log = (run_dir / LOG).open("a") if env.is_main else None
+    bar = tqdm(total=total, initial=step, desc=f"train {cfg.method}", unit="step",
+               disable=not (tc.progress and env.is_main))
     last_loss, interrupted = float("nan"), False
     t_start, step_start = time.perf_counter(), step
     t_window, step_window = t_start, step
@@ -148,18 +197,18 @@ def train(cfg: RunConfig, method: Method, dataset: SequenceDataset, run_dir: Pat
                     g["lr"] = lr
                 batch = to_batch(d).to(device, non_blocking=True)
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-                    out = method.training_step(batch)
-                if not torch.isfinite(out.loss):
-                    raise SeqbenchError(f"{cfg.method}: loss became {float(out.loss)} at step {step + 1}; lower "
+                    out = step_fn(batch)
+                last_loss = distributed.mean(out.loss)  # the same on every rank, so all ranks raise together
+                if not math.isfinite(last_loss):
+                    raise SeqbenchError(f"{cfg.method}: loss became {last_loss} at step {step + 1}; lower "
                                         f"the learning rate (--set train.lr=...) or check the data")
                 opt.zero_grad(set_to_none=True)
                 out.loss.backward()
                 opt.step()
                 step += 1
                 method.on_step_end(step, total)
-                last_loss = float(out.loss.detach())
                 bar.update(1)
-                if step % tc.log_every == 0 or step == total:
+                if log is not None and (step % tc.log_every == 0 or step == total):
                     now = time.perf_counter()
                     ips = (step - step_window) * tc.batch_size * views_per_sample / max(now - t_window, 1e-9)
                     t_window, step_window = now, step
@@ -167,8 +216,8 @@ def train(cfg: RunConfig, method: Method, dataset: SequenceDataset, run_dir: Pat
                     log.write(json.dumps({"step": step, "epoch": epoch, "loss": last_loss, "lr": lr,
                                           "img_per_s": round(ips, 1), **out.logs}) + "\n")
                     log.flush()
-                if stop_requested is not None and stop_requested():
-                    interrupted = True  # finish this step, checkpoint at it, return
+                if distributed.any_rank(stop_requested is not None and stop_requested()):
+                    interrupted = True  # finish this step, checkpoint at it (below), return
                     break
                 if step % tc.checkpoint_every == 0 or step == total:
                     save()
@@ -178,7 +227,8 @@ def train(cfg: RunConfig, method: Method, dataset: SequenceDataset, run_dir: Pat
             save()
     finally:
         bar.close()
-        log.close()
+        if log is not None:
+            log.close()
     elapsed = time.perf_counter() - t_start
     ips = (step - step_start) * tc.batch_size * views_per_sample / elapsed if step > step_start else math.nan
     return TrainSummary(step, total, step // steps_per_epoch, last_loss, ips, interrupted)

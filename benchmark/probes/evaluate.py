@@ -21,6 +21,7 @@ from tqdm import tqdm
 from benchmark.config import RunConfig
 from benchmark.data.base import SequenceDataset, collate
 from benchmark.probes.heads import linear_probe, regression_probe
+from benchmark.probes.path_integration import path_integration
 from methods.contract import Method
 
 PROTOCOL = ("frozen encoder in eval mode; features of probe.train_samples / probe.val_samples fixed view "
@@ -84,7 +85,10 @@ def evaluate(method: Method, cfg: RunConfig, train_ds: SequenceDataset, val_ds: 
         accs = {str(m): linear_probe(by_len[m], tr["label"], va["seq"][r][m], va["label"], n_cls, p, cfg.seed)
                 for m in lens}
         per_rep[r] = {"top1": accs[str(cfg.eval_seq_len)], "top1_by_eval_len": accs}
-    return headline(method, per_rep, train_ds, va["label"].shape[0], tr["label"].shape[0])
+    metrics = headline(method, per_rep, train_ds, va["label"].shape[0], tr["label"].shape[0])
+    # Datasets with a path_composition and methods with a sequence representation only (else {}).
+    metrics.update(path_integration(method, cfg, train_ds, val_ds, device))
+    return metrics
 
 
 def headline(method: Method, per_rep: dict, ds: SequenceDataset, n_val: int, n_train: int) -> dict:
