@@ -101,6 +101,7 @@ class BaselineMethod(Method):
     and ``baselines/tx.py`` can wrap them) or override ``training_step``.
     """
 
+    Config: ClassVar[type]  # frozen dataclass of the method's options (registry: ``model.*``)
     headline = ENCODER_HEADLINE
     role: ClassVar[RepRole] = "invariant"
     backbone: Backbone

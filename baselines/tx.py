@@ -82,7 +82,8 @@ class TxVariant(Method):
         self.uses_actions = cfg.act_cond
         pool = SequencePool(spec.action_dim, cfg.action_emb_dim if cfg.act_cond else 0, cfg.layers, cfg.heads,
                             cfg.dropout)
-        base_cfg = self.Base.Config(**{f.name: getattr(cfg, f.name) for f in fields(self.Base.Config)})  # type: ignore[attr-defined]
+        # The variant's flat config = the base's fields + TxOptions; hand the base its own part.
+        base_cfg = self.Base.Config(**{f.name: getattr(cfg, f.name) for f in fields(self.Base.Config)})
         self.base = self.Base(base_cfg, spec, Backbone(spec, pool))  # type: ignore[call-arg]
 
     @property

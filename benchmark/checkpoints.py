@@ -158,8 +158,7 @@ def detect_format(obj: Any, path: Path) -> str:
 
 def _layout_error(path: Path, fmt: str, obj: Any) -> DataError:
     found = f"top-level keys {_brief(obj)}" if isinstance(obj, dict) else f"a {type(obj).__name__}"
-    return DataError(f"{path} is not in the {fmt} layout ({LAYOUTS[fmt]}); it holds {found}. "
-                     f"Use --format auto to detect the layout.")
+    return DataError(f"{path} is not in the {fmt} layout ({LAYOUTS[fmt]}); it holds {found}.")
 
 
 def _solo_state(obj: Any, path: Path) -> dict[str, Tensor]:
@@ -216,10 +215,11 @@ def _run_config(obj: dict, file: Path) -> dict | None:
     if isinstance(obj.get("config"), dict):
         return obj["config"]
     cfg_file = file.parent / CONFIG_FILE
-    if cfg_file.is_file():
-        data = yaml.safe_load(cfg_file.read_text())
-        return data if isinstance(data, dict) else None
-    return None
+    try:
+        data = yaml.safe_load(cfg_file.read_text()) if cfg_file.is_file() else None
+    except yaml.YAMLError:  # no usable config: the encoder alone is still evaluated
+        return None
+    return data if isinstance(data, dict) else None
 
 
 def _rebuild(run_config: dict | None, model: dict, where: str) -> tuple[Method | None, str]:
@@ -274,22 +274,32 @@ def load(path: str | Path, fmt: str = "auto", trust: bool = False) -> LoadedChec
         raise DataError(f"{path} is a directory without {CHECKPOINT_FILE}: pass a seqbench run directory "
                         f"that trained (runs with --epochs 0 save no checkpoint) or the checkpoint file")
     obj = read_file(file, trust)
-    found = detect_format(obj, path)
+    try:
+        found = detect_format(obj, path)
+    except DataError:
+        if fmt == "auto":
+            raise
+        found = None  # the requested layout's own checks say what is wrong
     fmt = found if fmt == "auto" else fmt
+    hint = (f" It looks like a {found} checkpoint (benchmark.evaluate reads it with --format {found} or auto)."
+            if found not in (None, fmt) else "")
     run_config, method, note, step = None, None, "", None
-    if fmt == "solo-learn":
-        state = _solo_state(obj, file)
-        name = _safe_name(file.stem)
-    elif fmt == "torchvision":
-        state = _torchvision_state(obj, file)
-        name = _safe_name(file.stem)
-    else:
-        state, run_config, method, note = _seqbench(obj, file)
-        step = obj.get("step")
-        run = file.parent.name if file.name == CHECKPOINT_FILE else file.stem
-        name = _safe_name(f"{run_config['method']}-{run}" if run_config else run)
-    stem = _stem(state, fmt)
-    check_resnet18(state, stem, f"{file} ({fmt} layout)")
+    try:
+        if fmt == "solo-learn":
+            state = _solo_state(obj, file)
+            name = _safe_name(file.stem)
+        elif fmt == "torchvision":
+            state = _torchvision_state(obj, file)
+            name = _safe_name(file.stem)
+        else:
+            state, run_config, method, note = _seqbench(obj, file)
+            step = obj.get("step")
+            run = file.parent.name if file.name == CHECKPOINT_FILE else file.stem
+            name = _safe_name(f"{run_config['method']}-{run}" if run_config else run)
+        stem = _stem(state, fmt)
+        check_resnet18(state, stem, f"{file} ({fmt} layout)")
+    except DataError as e:
+        raise DataError(f"{e}{hint}") from None
     return LoadedCheckpoint(file, fmt, sha256_file(file), stem, state, name, run_config, method, step, note)
 
 

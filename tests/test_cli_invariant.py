@@ -26,7 +26,7 @@ AGGREGATE_TOP1 = {"top1": "aggregate", "rotation_r2": "encoder", "color_r2": "en
     ("vicreg+tx", {"data.seq_len": 2}, AGGREGATE_TOP1),
 ])
 def test_cli_run_writes_result(tmp_path, name, sets, sources):
-    assert main(tiny_args(tmp_path, **sets) + ["--method", name]) == 0
+    assert main(tiny_args(tmp_path, **{"train.max_steps": 2, **sets}) + ["--method", name]) == 0
     (path,) = tmp_path.rglob("result.json")
     r = json.loads(path.read_text())
     m = r["metrics"]

@@ -97,3 +97,17 @@ def test_contract(name: str) -> None:
             want = (B, v, r.dim) if r.kind == "view" else (B, r.dim)
             assert tuple(enc[r.name].shape) == want, f"{name}.{r.name}: {tuple(enc[r.name].shape)} != {want}"
             assert torch.isfinite(enc[r.name]).all()
+
+
+def test_action_conditioned_tx_variant_validates_actions() -> None:
+    """``simclr+tx`` with ``act_cond`` (seq-JEPA tokens, width 640) is action-conditioned like seq-JEPA."""
+    cls = METHODS["simclr+tx"]
+    method = cls(cls.Config(act_cond=True), SPEC)  # type: ignore[attr-defined]
+    assert method.uses_actions
+    batch = fake_batch(method.views_needed(SEQ_LEN))
+    check_action_errors(method, batch)
+    assert torch.isfinite(method.training_step(batch).loss)
+    method.eval()
+    assert method.encode(batch.views[:, :3], batch.actions[:, :2])["aggregate"].shape == (B, 640)
+    with pytest.raises(ValueError, match="action"):
+        method.encode(batch.views[:, :3], batch.actions[:, :1])

@@ -1,0 +1,331 @@
+"""Launch a sweep: ``python -m slurm.launch --sweep NAME [--dry-run] [--cluster PRESET] [--only 0,3,5-9]``.
+
+Every selected run of the sweep (``benchmark/sweeps.py`` or a YAML file) is resolved first, so a bad
+sweep, setting, preset or a missing ``sbatch`` fails before anything is submitted. Runs with a
+result.json are skipped, as are runs whose earlier submission is still queued or running; the rest
+go out as one SLURM job array through submitit (``--executor slurm``), or run on this machine
+(``local``: subprocesses, ``debug``: in this process). Each job is a :class:`slurm.job.RunJob`, which
+resumes from the run directory's checkpoint and requeues itself on timeout or preemption.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import MISSING, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import submitit
+
+from benchmark import sweeps
+from benchmark.config import RunConfig, from_dict, load_yaml, merge, parse_set, run_dir
+from benchmark.errors import ConfigError, SeqbenchError, user_message
+from benchmark.results import REPO_ROOT, RESULT_FILE
+from benchmark.train import CHECKPOINT, LOG
+from slurm.job import RunJob
+
+CLUSTERS_DIR = Path(__file__).resolve().parent / "clusters"
+SUBMISSION_FILE = "submission.json"  # in the run directory: which job was last submitted for it
+
+
+@dataclass(frozen=True)
+class ClusterPreset:
+    """Resources of every job of a sweep (slurm/clusters/*.yaml; keys explained in slurm/README.md)."""
+
+    partition: str | None  # None = the cluster's default partition
+    gpus_per_node: int  # 0 = request no GPU at all
+    cpus_per_task: int
+    mem_gb: int
+    timeout_min: int
+    account: str | None = None
+    qos: str | None = None
+    tasks_per_node: int | None = None  # None = one task per GPU (DDP), or 1 without GPUs
+    array_parallelism: int = 8  # runs of the array that may run at once
+    signal_delay_s: int = 90  # submitit's default: requeue signal 90 s before the time limit
+    max_num_timeout: int = 3  # requeues after hitting the time limit (preemptions do not count)
+    constraint: str | None = None
+    additional: dict = field(default_factory=dict)  # other sbatch options
+    setup: tuple[str, ...] = ()  # shell lines run before the job
+    description: str = ""
+
+    @property
+    def tasks(self) -> int:
+        return self.tasks_per_node or max(1, self.gpus_per_node)
+
+
+REQUIRED = [f.name for f in fields(ClusterPreset) if f.default is MISSING and f.default_factory is MISSING]
+
+
+def load_preset(name_or_path: str, overrides: dict) -> ClusterPreset:
+    """A preset by name (slurm/clusters/NAME.yaml) or path, with CLI ``overrides`` applied."""
+    path = Path(name_or_path)
+    if not (path.suffix in (".yaml", ".yml") or path.is_file()):
+        path = CLUSTERS_DIR / f"{name_or_path}.yaml"
+        if not path.is_file():
+            known = ", ".join(sorted(p.stem for p in CLUSTERS_DIR.glob("*.yaml")))
+            raise ConfigError(f"unknown cluster preset {name_or_path!r}; presets: {known} (or a YAML file path)")
+    data = merge(load_yaml(path), overrides)
+    missing = [k for k in REQUIRED if k not in data]
+    if missing:
+        raise ConfigError(f"cluster preset {path} lacks the required key(s) {', '.join(missing)}; every preset sets "
+                          f"{', '.join(REQUIRED)} (partition: null = the cluster's default; see slurm/README.md)")
+    preset = from_dict(ClusterPreset, data, f"cluster preset {path}")
+    for k in ("gpus_per_node", "cpus_per_task", "mem_gb", "timeout_min", "array_parallelism"):
+        if getattr(preset, k) < (0 if k == "gpus_per_node" else 1):
+            raise ConfigError(f"cluster preset {path}: {k} must be >= {0 if k == 'gpus_per_node' else 1}")
+    return preset
+
+
+def executor_parameters(preset: ClusterPreset, job_name: str) -> dict[str, Any]:
+    """submitit AutoExecutor parameters; slurm_* ones are ignored by the local and debug executors."""
+    params: dict[str, Any] = {
+        "name": job_name, "timeout_min": preset.timeout_min, "nodes": 1, "tasks_per_node": preset.tasks,
+        "cpus_per_task": preset.cpus_per_task, "mem_gb": preset.mem_gb,
+        "slurm_array_parallelism": preset.array_parallelism, "slurm_signal_delay_s": preset.signal_delay_s,
+    }
+    if preset.gpus_per_node > 0:  # a GPU-less node rejects even an explicit request for GPUs
+        params["gpus_per_node"] = preset.gpus_per_node
+    optional = {"slurm_partition": preset.partition, "slurm_account": preset.account, "slurm_qos": preset.qos,
+                "slurm_constraint": preset.constraint, "slurm_additional_parameters": preset.additional or None,
+                "slurm_setup": list(preset.setup) or None}
+    params.update({k: v for k, v in optional.items() if v is not None})
+    return params
+
+
+# ---------------------------------------------------------------------------------------- run status
+def parse_only(spec: str, n: int) -> list[int]:
+    """``"0,3,5-9"`` -> [0, 3, 5, 6, 7, 8, 9] (each index < n)."""
+    out: list[int] = []
+    for part in spec.split(","):
+        m = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", part)
+        if not m:
+            raise ConfigError(f"--only {spec!r}: expected indices and ranges like 0,3,5-9")
+        lo, hi = int(m[1]), int(m[2] or m[1])
+        if lo > hi or hi >= n:
+            raise ConfigError(f"--only {spec!r}: {part.strip()} is not within the sweep's runs 0-{n - 1}")
+        out += [i for i in range(lo, hi + 1) if i not in out]
+    return out
+
+
+def live_slurm_jobs() -> dict[str, str] | None:
+    """Job id -> state of every queued/running SLURM job (array tasks as ``123_4``); None without squeue."""
+    if shutil.which("squeue") is None:
+        return None
+    try:
+        res = subprocess.run(["squeue", "-h", "-r", "-o", "%i %T"], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if res.returncode != 0:
+        return None
+    return dict(line.split(None, 1) for line in res.stdout.splitlines() if " " in line)
+
+
+def run_status(directory: Path, live: dict[str, str] | None) -> str:
+    """done | queued/running (job id) | partial (last logged step) | pending."""
+    if (directory / RESULT_FILE).is_file():
+        return "done"
+    sub = directory / SUBMISSION_FILE
+    if live is not None and sub.is_file():
+        job_id = json.loads(sub.read_text()).get("job_id")
+        if job_id in live:
+            return f"{live[job_id].lower()} ({job_id})"
+    if (directory / CHECKPOINT).is_file() or (directory / LOG).is_file():
+        return f"partial (step {_last_logged_step(directory / LOG)})"
+    return "pending"
+
+
+def _last_logged_step(log: Path) -> str:
+    try:
+        lines = log.read_text().strip().splitlines()
+        return str(json.loads(lines[-1])["step"]) if lines else "0"
+    except (OSError, ValueError, KeyError):
+        return "?"
+
+
+def submittable(status: str) -> bool:
+    return status == "pending" or status.startswith("partial")
+
+
+def print_table(sweep: sweeps.Sweep, indices: list[int], cfgs: dict[int, RunConfig], status: dict[int, str],
+                log=print) -> None:
+    keys = sweep.varying_keys()
+    rows = [(str(i), status[i], sweeps.describe(sweep[i], keys) or "-", str(run_dir(cfgs[i]))) for i in indices]
+    head = ("idx", "status", "settings", "run directory")
+    widths = [max(len(r[c]) for r in [head, *rows]) for c in range(3)]
+    for r in [head, *rows]:
+        log("  ".join(v.ljust(w) for v, w in zip(r[:3], widths, strict=True)) + "  " + r[3])
+
+
+# ---------------------------------------------------------------------------------------- launch
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m slurm.launch", description=__doc__.split("\n")[0],
+                                epilog=f"named sweeps: {', '.join(sweeps.SWEEPS)}; cluster presets: "
+                                       f"{', '.join(sorted(x.stem for x in CLUSTERS_DIR.glob('*.yaml')))}")
+    p.add_argument("--sweep", required=True, help="a named sweep or a sweep YAML file")
+    p.add_argument("--dry-run", action="store_true", help="print the runs, their directories and status only")
+    p.add_argument("--only", help="run indices to consider, e.g. 0,3,5-9 (default: all)")
+    p.add_argument("--executor", choices=("slurm", "local", "debug"), default="slurm",
+                   help="slurm: job array via sbatch; local: subprocesses here; debug: in this process")
+    p.add_argument("--cluster", default="local", help="preset name in slurm/clusters/ or a YAML file (default local)")
+    g = p.add_argument_group("overrides of the preset")
+    g.add_argument("--partition")
+    g.add_argument("--account")
+    g.add_argument("--qos")
+    g.add_argument("--gpus", type=int, dest="gpus_per_node", help="GPUs per job (= DDP processes)")
+    g.add_argument("--cpus", type=int, dest="cpus_per_task", help="CPUs per task")
+    g.add_argument("--mem-gb", type=int, dest="mem_gb")
+    g.add_argument("--time", type=int, dest="timeout_min", help="time limit per job, minutes")
+    g.add_argument("--array-parallelism", type=int, dest="array_parallelism")
+    g.add_argument("--signal-delay", type=int, dest="signal_delay_s", help="seconds before the limit to requeue")
+    r = p.add_argument_group("overrides of every run")
+    r.add_argument("--out", help="parent of run directories (default: <repo>/results/runs)")
+    r.add_argument("--data-root", help="dataset root")
+    r.add_argument("--device", help="cpu | cuda | auto")
+    r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="any config field; changes the run identity unless it is out/device/data.root/...")
+    p.add_argument("--logs", help="submitit folder (default: <out>/../submitit/<sweep>/<launch time>)")
+    p.add_argument("--wait", action="store_true", help="wait for the jobs and report how they ended")
+    return p
+
+
+@dataclass
+class Launch:
+    """What a launch did: the jobs it submitted (index -> job) and the final status table."""
+
+    sweep: sweeps.Sweep
+    jobs: dict[int, Any] = field(default_factory=dict)
+    skipped: dict[int, str] = field(default_factory=dict)  # index -> status (done, queued, running)
+    failed: list[int] = field(default_factory=list)  # known only when waited for
+
+
+def run_overrides(args: argparse.Namespace) -> dict:
+    out = Path(args.out).resolve() if args.out else REPO_ROOT / "results" / "runs"
+    flags: dict = {"out": str(out)}  # absolute: jobs may start in another directory
+    if args.device:
+        flags["device"] = args.device
+    if args.data_root:
+        flags["data"] = {"root": str(Path(args.data_root).resolve())}
+    return merge(flags, parse_set(args.set))
+
+
+def preset_overrides(args: argparse.Namespace) -> dict:
+    names = ("partition", "account", "qos", "gpus_per_node", "cpus_per_task", "mem_gb", "timeout_min",
+             "array_parallelism", "signal_delay_s")
+    return {k: getattr(args, k) for k in names if getattr(args, k) is not None}
+
+
+def check_executor(kind: str) -> None:
+    if kind == "slurm":
+        missing = [c for c in ("sbatch", "srun") if shutil.which(c) is None]
+        if missing:
+            raise SeqbenchError(f"{' and '.join(missing)} not found on PATH: --executor slurm must run where SLURM's "
+                                f"client commands are (a login node). To run here instead, use --executor local")
+
+
+def launch(args: argparse.Namespace, log=print) -> Launch:
+    """Validate everything, print the table, submit what is not done. Raises SeqbenchError on bad input."""
+    sweep = sweeps.load(args.sweep)
+    indices = parse_only(args.only, len(sweep)) if args.only else list(range(len(sweep)))
+    overrides = run_overrides(args)
+    cfgs = {i: sweep.config(i, overrides) for i in indices}
+    dirs = [run_dir(c) for c in cfgs.values()]
+    if len(set(dirs)) < len(dirs):
+        raise ConfigError(f"two runs of sweep {sweep.name!r} share a run directory; an override (--set) may have "
+                          f"erased one of its axes ({', '.join(sweep.varying_keys())})")
+    preset = load_preset(args.cluster, preset_overrides(args))
+    if not args.dry_run:
+        check_executor(args.executor)
+    live = live_slurm_jobs()
+    status = {i: run_status(run_dir(cfgs[i]), live) for i in indices}
+    result = Launch(sweep, skipped={i: s for i, s in status.items() if not submittable(s)})
+    log(f"sweep {sweep.name}: {sweep.description} ({len(sweep)} runs, {len(indices)} selected)")
+    print_table(sweep, indices, cfgs, status, log)
+    todo = [i for i in indices if submittable(status[i])]
+    counts = ", ".join(f"{n} {s}" for s, n in _count(status.values()).items())
+    if args.dry_run:
+        log(f"dry run: {counts}; {len(todo)} would be submitted")
+        return result
+    if not todo:
+        log(f"nothing to submit: every selected run is done or already queued ({counts})")
+        return result
+    logs = Path(args.logs) if args.logs else (Path(overrides["out"]).parent / "submitit" / sweep.name /
+                                              time.strftime("%Y%m%d-%H%M%S"))
+    executor = submitit.AutoExecutor(folder=logs / "%j", cluster=args.executor,
+                                     slurm_max_num_timeout=preset.max_num_timeout)
+    executor.update_parameters(**executor_parameters(preset, f"{sweep.name}"))
+    if args.executor == "slurm":
+        with executor.batch():
+            jobs = [executor.submit(RunJob(cfgs[i])) for i in todo]
+        result.jobs = dict(zip(todo, jobs, strict=True))
+        for i, job in result.jobs.items():
+            _record_submission(run_dir(cfgs[i]), job, i, logs)
+        log(f"submitted {len(todo)} run(s) as job array {jobs[0].job_id.split('_')[0]} "
+            f"(at most {preset.array_parallelism} at once); logs: {logs}")
+        for i, job in result.jobs.items():
+            log(f"  run {i} -> job {job.job_id}")
+    else:
+        # Local jobs die with this process: run them in waves of array_parallelism and wait.
+        width = 1 if args.executor == "debug" else preset.array_parallelism
+        for start in range(0, len(todo), width):
+            wave = todo[start:start + width]
+            with executor.batch():
+                jobs = [executor.submit(RunJob(cfgs[i])) for i in wave]
+            result.jobs.update(zip(wave, jobs, strict=True))
+            result.failed += _wait(dict(zip(wave, jobs, strict=True)), log)
+        return result
+    if args.wait:
+        result.failed = _wait(result.jobs, log)
+    return result
+
+
+def _count(values) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for v in values:
+        key = v.split(" ")[0]
+        out[key] = out.get(key, 0) + 1
+    return out
+
+
+def _record_submission(directory: Path, job: Any, index: int, logs: Path) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    record = {"job_id": job.job_id, "index": index, "logs": str(logs), "submitted": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    (directory / SUBMISSION_FILE).write_text(json.dumps(record) + "\n")
+
+
+def _wait(jobs: dict[int, Any], log) -> list[int]:
+    """Wait for every job; report each one's end. Returns the indices that failed."""
+    failed = []
+    for i, job in jobs.items():
+        try:
+            res = job.result()
+            log(f"run {i}: {res['status']} ({res['run_dir']})")
+            if res["status"] != "complete" and res["status"] != "skipped":
+                failed.append(i)
+        except Exception as e:  # the job's own traceback is in its log
+            failed.append(i)
+            log(f"run {i}: FAILED ({type(e).__name__}: {str(e).strip().splitlines()[-1] if str(e).strip() else ''}); "
+                f"log: {getattr(job.paths, 'stderr', '?')}")
+    return failed
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        result = launch(args)
+    except SeqbenchError as e:
+        print(f"error: {user_message(e)}", file=sys.stderr)
+        return 2
+    except submitit.core.utils.FailedJobError as e:  # sbatch refused the array: nothing was submitted
+        print(f"error: sbatch refused the job array (check the preset against sinfo): {e}", file=sys.stderr)
+        return 2
+    return 1 if result.failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
