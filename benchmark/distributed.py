@@ -144,7 +144,7 @@ def any_rank(flag: bool) -> bool:
 def mean(value: torch.Tensor) -> float:
     """Mean of a scalar over ranks, as a Python float on every rank."""
     if current().world_size == 1:
-        return float(value)
+        return float(value.detach())
     t = value.detach().reshape(1).to(_collective_device(), torch.float32)
     dist.all_reduce(t)
     return float(t.item()) / dist.get_world_size()

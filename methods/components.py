@@ -103,10 +103,14 @@ def make_target(online: nn.Module) -> nn.Module:
 
 
 def ema_tau(step: int, total_steps: int, base: float) -> float:
-    """Cosine EMA schedule base -> 1 (BYOL; seq-JEPA applies it per epoch, we per step)."""
+    """Cosine EMA schedule base -> 1 (BYOL; seq-JEPA applies it per epoch, we per step).
+
+    ``step`` counts optimiser steps from 1 (``on_step_end``); lightly's schedule counts from 0, so the
+    first update uses ``base`` and the last one 1.
+    """
     if total_steps <= 1:
         return base
-    return float(cosine_schedule(min(step, total_steps), total_steps, base, 1.0))
+    return float(cosine_schedule(max(0, min(step, total_steps) - 1), total_steps, base, 1.0))
 
 
 @torch.no_grad()

@@ -21,6 +21,7 @@ import types
 from typing import Any
 
 import submitit
+import torch
 
 from benchmark.config import RunConfig, run_dir
 from benchmark.run import run_one
@@ -39,6 +40,8 @@ class RunJob(submitit.helpers.Checkpointable):
 
     def __call__(self) -> dict[str, Any]:
         self._stop = False
+        if "SLURM_CPUS_PER_TASK" in os.environ:  # without cgroups torch would spin a thread on every core
+            torch.set_num_threads(int(os.environ["SLURM_CPUS_PER_TASK"]))
         env = _job_environment()
         if env is not None and env.num_tasks > 1:
             # One task per GPU: torch.distributed reads these (benchmark/distributed.py).
@@ -50,7 +53,7 @@ class RunJob(submitit.helpers.Checkpointable):
             outcome = run_one(self.cfg, stop_requested=lambda: self._stop, log=_log)
         finally:
             signal.signal(sig, submitit_handler)
-        if outcome.status == "interrupted" and callable(submitit_handler):
+        if outcome.status == "interrupted" and env is not None and callable(submitit_handler):
             # Checkpoint (= a fresh RunJob) and requeue; rank 0 then exits, the other ranks return at once
             # and wait for the requeue to end the job step.
             submitit_handler(sig, None)

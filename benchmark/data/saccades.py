@@ -67,7 +67,7 @@ def spectral_residual(images: Tensor, work_size: int = 64) -> Tensor:
     """Spectral-residual saliency (Hou & Zhang 2007) of (N, 3, H, W) images in [0, 1] -> (N, H, W), sum 1.
 
     Log-amplitude spectrum minus its 3x3 local mean, back-transformed with the original phase, squared,
-    smoothed, computed on a ``work_size`` px grayscale copy (the paper's 64 px) and resized back.
+    border frame zeroed, smoothed; computed on a ``work_size`` px grayscale copy (their 64 px), resized back.
     """
     h, w = images.shape[-2:]
     gray = images.mul(images.new_tensor([0.2989, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True)
@@ -76,7 +76,12 @@ def spectral_residual(images: Tensor, work_size: int = 64) -> Tensor:
     log_amp = torch.log(spec.abs() + 1e-8)
     local = F.avg_pool2d(F.pad(log_amp[:, None], (1, 1, 1, 1), mode="replicate"), 3, stride=1)[:, 0]
     sal = torch.fft.ifft2(torch.exp(torch.complex(log_amp - local, torch.angle(spec)))).abs() ** 2
-    sal = _blur(sal[:, None], sigma=work_size / 24)  # ~ Hou & Zhang's smoothing, scaled to the grid
+    # The FFT treats the image as periodic, so its borders (corners above all) light up as false edges:
+    # zero a 3/64 frame before smoothing.
+    m = max(1, round(3 * work_size / 64))
+    frame = torch.zeros_like(sal[0])
+    frame[m:-m, m:-m] = 1
+    sal = _blur((sal * frame)[:, None], sigma=work_size / 24)  # ~ Hou & Zhang's smoothing, scaled to the grid
     return _to_distribution(F.interpolate(sal, size=(h, w), mode="bilinear", align_corners=False)[:, 0])
 
 
