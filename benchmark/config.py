@@ -76,6 +76,10 @@ class DataConfig:
     split_dir: str | None = None  # where train/val_{images,labels}.npy live if not in root
     fallback_split: bool = False  # opt-in deterministic split when the official split files are missing
     num_workers: int = 2  # DataLoader workers (does not change results)
+    # 3diebench(-mini): read views from a uint8 cache decoded once at image_size (benchmark/data/cache.py);
+    # items are bit-identical to decoding the JPEGs, so it does not change results
+    decoded_cache: bool = False
+    cache_dir: str | None = None  # where decoded caches live; None -> $SEQBENCH_CACHE/decoded
     mini: MiniConfig = field(default_factory=MiniConfig)
     stl10_pretrain: Literal["unlabeled", "train"] = "unlabeled"  # STL-10 split for SSL (paper: 100k unlabeled)
     aug: AugConfig = field(default_factory=AugConfig)
@@ -97,6 +101,10 @@ class TrainConfig:
     checkpoint_every: int = 500  # steps between checkpoints (plus one at the end)
     log_every: int = 10  # steps between log.jsonl lines
     amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
+    # Fast paths (benchmark/fastpath.py; same computation up to float rounding, recorded in the result):
+    channels_last: bool = True  # NHWC weights and views on CUDA (cuDNN tensor-core kernels); ignored on CPU
+    fused_optimizer: bool = True  # fused Adam/AdamW kernel on CUDA (else torch's foreach default); ignored on CPU
+    compile: bool = False  # torch.compile the training step (minutes of compilation at start-up)
     progress: bool = True  # tqdm progress bar
 
 
@@ -134,7 +142,8 @@ class RunConfig:
 # Fields that do not change what is computed: excluded from the run identity hash.
 NON_SEMANTIC = {("device",), ("out",), ("data", "num_workers"), ("data", "root"), ("data", "split_dir"),
                 ("data", "saccade", "saliency_dir"), ("train", "progress"), ("train", "log_every"),
-                ("train", "checkpoint_every")}
+                ("train", "checkpoint_every"), ("data", "decoded_cache"), ("data", "cache_dir"),
+                ("train", "channels_last"), ("train", "fused_optimizer"), ("train", "compile")}
 
 
 def _type_name(tp: Any) -> str:

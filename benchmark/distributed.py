@@ -187,5 +187,6 @@ def wrap(method: Method, device: torch.device) -> nn.Module:
     if current().world_size == 1:
         return step
     # device_ids=None: the batch is already on this rank's device and Batch needs no scattering.
-    # find_unused_parameters: some methods leave a head out of the loss on some steps.
+    # find_unused_parameters: a method may leave a parameter out of some steps' loss (e.g. a head used
+    # in one sampled environment only); without it DDP would fail at the next step. Costs one graph walk.
     return nn.parallel.DistributedDataParallel(step, device_ids=None, find_unused_parameters=True)

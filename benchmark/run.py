@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from benchmark import distributed
+from benchmark import distributed, fastpath
 from benchmark.config import RunConfig, load_yaml, merge, parse_set, run_dir, to_dict
 from benchmark.errors import SeqbenchError, user_message
 from benchmark.probes.evaluate import evaluate
@@ -94,7 +94,8 @@ def _run(cfg: RunConfig, out: Path, env: distributed.DistEnv, device: torch.devi
     metrics = evaluate(method.to(device), cfg, probe_train, probe_val, device)
     metrics.update({k: train_info[k] for k in ("train_loss_final", "images_per_s")})
     extra = {"train_steps": train_info["steps"], "train_total_steps": train_info["total_steps"],
-             "dataset_note": train_ds.label_note or None, "amp_bf16": cfg.train.amp and device.type == "cuda"}
+             "dataset_note": train_ds.label_note or None, "amp_bf16": cfg.train.amp and device.type == "cuda",
+             **fastpath.provenance(cfg, device)}
     path = write_result(out, cfg, metrics, provenance(device, start, time.perf_counter() - t0, extra))
     log(f"wrote {path}")
     return RunOutcome(out, "complete", read_result(out))

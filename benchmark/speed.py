@@ -5,9 +5,17 @@
 For each method, on the same device and in the same process: training images/s (every view the step
 encodes, target views included; forward + backward + optimiser + EMA hook), the bare ResNet-18
 forward + backward images/s on the same number of views of the same size (the ceiling), their ratio,
-and (``--data``) the data pipeline's images/s (decode + sequence sampling, no model). Timings of the
-method and of the backbone are interleaved round by round and the median is reported, so load from
-other processes hits both alike. Output: a table, and JSON with ``--json FILE``.
+and (``--data``) the data pipeline's images/s (decode + sequence sampling + collate, no model) and its
+ratio to the training rate (``data_x``: below 1 the GPU waits for data). ``--cache`` adds the same
+figures for the decoded uint8 cache (``benchmark/data/cache.py``, built once if missing). Timings of
+the method and of the backbone are interleaved round by round and the median is reported, so load
+from other processes hits both alike. Output: a table, and JSON with ``--json FILE``.
+
+Fast paths (``benchmark/fastpath.py``) apply to the method and to the backbone alike: ``--fast config``
+(default: as a run would use them: bf16, channels_last and fused optimiser on CUDA only),
+``--fast all`` (all of them on any device, bf16 autocast on CPU included), ``--fast none``; plus
+``--compile`` (``torch.compile`` of both steps). On CUDA, ``syncs`` counts the host-device
+synchronisations of one method step (each stalls the launch queue).
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ import json
 import statistics
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -24,7 +33,9 @@ from torch.utils.data import DataLoader
 
 from benchmark.config import to_dict
 from benchmark.data.base import collate
+from benchmark.distributed import wrap
 from benchmark.errors import SeqbenchError, user_message
+from benchmark.fastpath import FastPaths, all_on, count_host_syncs
 from benchmark.registry import METHODS, build_method, dataset_entry, resolve
 from benchmark.results import atomic_write_text
 from benchmark.run import pick_device
@@ -52,25 +63,38 @@ def fake_batch(b: int, views: int, size: int, action_dim: int, classes: int, dev
                  generator=g)[..., :action_dim], torch.randint(0, classes, (b,), generator=g)).to(device)
 
 
-def measure_method(name: str, overrides: dict, steps: int, warmup: int, amp: bool) -> dict:
+def fast_paths(mode: str, cfg, device: torch.device, amp: bool) -> FastPaths:
+    """The switches of ``--fast`` (config | all | none); ``--compile`` and ``--no-amp`` apply on top."""
+    if mode == "all":
+        fast = all_on(device, cfg.train.compile)
+    elif mode == "none":
+        fast = FastPaths(compile=cfg.train.compile)
+    else:
+        fast = FastPaths.from_config(cfg, device)
+    return replace(fast, amp=fast.amp and amp)
+
+
+def measure_method(name: str, overrides: dict, steps: int, warmup: int, amp: bool, fast_mode: str = "config") -> dict:
     """Median images/s of ``name``'s training step and of the bare backbone on the same views."""
     cfg = resolve({**overrides, "method": name})
     device = pick_device(cfg.device)
+    fast = fast_paths(fast_mode, cfg, device, amp)
     method, spec = build_method(cfg)
-    method.to(device).train()
-    opt, _ = build_optimizer(method, cfg)
+    fast.module(method.to(device).train())
+    opt = fast.optimizer(build_optimizer(method, cfg)[0])
+    step_fn = fast.compile_step(wrap(method, device))  # the training loop's own step, fast paths included
     views = method.views_needed(cfg.data.seq_len)
     b = cfg.train.batch_size
-    batch = fake_batch(b, views, spec.image_size, spec.action_dim, spec.num_classes, device)
-    backbone = resnet18_backbone(spec.small_images).to(device).train()
-    bb_opt = torch.optim.SGD(backbone.parameters(), lr=1e-3)
+    batch = fast.prepare(fake_batch(b, views, spec.image_size, spec.action_dim, spec.num_classes, device))
+    backbone = fast.module(resnet18_backbone(spec.small_images).to(device).train())
+    bb_opt = fast.optimizer(torch.optim.SGD(backbone.parameters(), lr=1e-3))
+    bb_fn = fast.compile_step(backbone)
     flat = batch.views.flatten(0, 1)
-    use_amp = amp and device.type == "cuda"
     step_no = [0]
 
     def method_step() -> None:
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-            out = method.training_step(batch)
+        with fast.autocast(device):
+            out = step_fn(batch)
         opt.zero_grad(set_to_none=True)
         out.loss.backward()
         opt.step()
@@ -78,44 +102,54 @@ def measure_method(name: str, overrides: dict, steps: int, warmup: int, amp: boo
         method.on_step_end(step_no[0], 10_000)
 
     def backbone_step() -> None:
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-            loss = backbone(flat).float().pow(2).mean()
+        with fast.autocast(device):
+            loss = bb_fn(flat).float().pow(2).mean()
         bb_opt.zero_grad(set_to_none=True)
         loss.backward()
         bb_opt.step()
 
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    for _ in range(warmup):
+    for _ in range(max(warmup, 1) if fast.compile else warmup):  # compilation is not throughput
         method_step()
         backbone_step()
     t_method, t_bb = [], []
     for _ in range(steps):
         t_method.append(_timed(method_step, device))
         t_bb.append(_timed(backbone_step, device))
+    syncs = count_host_syncs(method_step, device)
     n_img = b * views
     ips = n_img / statistics.median(t_method)
     bb = n_img / statistics.median(t_bb)
     return {"method": name, "device": str(device), "image_size": spec.image_size, "batch_size": b,
-            "views_per_sample": views, "train_img_s": round(ips, 1), "backbone_img_s": round(bb, 1),
-            "ratio": round(ips / bb, 3),
+            "views_per_sample": views, "fast": fast.short(), "train_img_s": round(ips, 1),
+            "backbone_img_s": round(bb, 1), "ratio": round(ips / bb, 3), "syncs": syncs,
             "peak_mem_mb": round(torch.cuda.max_memory_allocated(device) / 2**20, 1) if device.type == "cuda" else None}
 
 
 def measure_data(overrides: dict, views: int, batches: int) -> float:
-    """images/s of the data pipeline alone (decode + sampling + collate) with the configured workers."""
+    """images/s of the data pipeline alone (decode + sampling + collate) with the configured workers.
+
+    Loops over epochs when the split holds fewer than ``batches`` + 1 batches (small mini datasets);
+    persistent workers so that a new epoch does not count worker start-up.
+    """
     cfg = resolve(overrides)
     ds = dataset_entry(cfg.dataset).build(cfg, "train", views, False)
+    if len(ds) < cfg.train.batch_size:
+        raise SeqbenchError(f"{cfg.dataset} has {len(ds)} training samples, fewer than one batch of "
+                            f"{cfg.train.batch_size}; use a smaller --batch-size")
     loader = DataLoader(ds, batch_size=cfg.train.batch_size, shuffle=True, num_workers=cfg.data.num_workers,
-                        collate_fn=collate, drop_last=True)
-    it = iter(loader)
+                        collate_fn=collate, drop_last=True, pin_memory=pick_device(cfg.device).type == "cuda",
+                        persistent_workers=cfg.data.num_workers > 0)
+
+    def endless():
+        while True:
+            yield from loader
+
+    it = endless()
     next(it)  # worker start-up is not throughput
-    t, n = time.perf_counter(), 0
-    for _ in range(batches):
-        try:
-            n += next(it)["views"].shape[0] * views
-        except StopIteration:
-            break
+    t = time.perf_counter()
+    n = sum(next(it)["views"].shape[0] * views for _ in range(batches))
     return n / (time.perf_counter() - t)
 
 
@@ -129,8 +163,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=8, help="timed rounds (median reported)")
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--device", default="auto")
-    p.add_argument("--no-amp", action="store_true", help="disable bf16 autocast on CUDA")
+    p.add_argument("--no-amp", action="store_true", help="disable bf16 autocast")
+    p.add_argument("--fast", choices=["config", "all", "none"], default="config",
+                   help="fast paths: as the config resolves them (GPU-only ones off on CPU), all on, or none")
+    p.add_argument("--compile", action="store_true", help="torch.compile the method and backbone steps")
     p.add_argument("--data", action="store_true", help="also time the data pipeline (generates mini data if needed)")
+    p.add_argument("--cache", action="store_true",
+                   help="also time the data pipeline reading the decoded cache (3diebench[-mini]; built once)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--json", type=Path, help="write the figures as JSON here")
     args = p.parse_args(argv)
@@ -140,13 +179,20 @@ def main(argv: list[str] | None = None) -> int:
     overrides = merge({"dataset": args.dataset, "device": args.device,
                        "data": {"image_size": args.image_size, "seq_len": args.seq_len},
                        "train": {"batch_size": args.batch_size, "progress": False}}, parse_set(args.set))
-    rows = []
+    if args.compile:
+        overrides = merge(overrides, {"train": {"compile": True}})
+    rows, data_rates = [], {}
+    pipelines = [("data", False)] * args.data + [("cache", True)] * args.cache
     try:
         for name in names:
-            row = measure_method(name, overrides, args.steps, args.warmup, not args.no_amp)
-            if args.data:
-                row["data_img_s"] = round(measure_data({**overrides, "method": name}, row["views_per_sample"],
-                                                       args.steps), 1)
+            row = measure_method(name, overrides, args.steps, args.warmup, not args.no_amp, args.fast)
+            for col, cached in pipelines:  # the pipeline depends on the method only through its view count
+                key = (row["views_per_sample"], cached)
+                if key not in data_rates:
+                    cfg = merge(overrides, {"method": name, "data": {"decoded_cache": cached}})
+                    data_rates[key] = measure_data(cfg, row["views_per_sample"], args.steps)
+                row[f"{col}_img_s"] = round(data_rates[key], 1)
+                row[f"{col}_x"] = round(data_rates[key] / row["train_img_s"], 2)
             rows.append(row)
             print_row(row, header=len(rows) == 1)
     except SeqbenchError as e:
@@ -160,11 +206,14 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def print_row(row: dict, header: bool) -> None:
-    cols = ["method", "device", "image_size", "batch_size", "views_per_sample", "train_img_s", "backbone_img_s",
-            "ratio", "data_img_s", "peak_mem_mb"]
+    cols = {"method": 12, "device": 6, "image_size": 4, "batch_size": 5, "views_per_sample": 5, "fast": 13,
+            "train_img_s": 9, "backbone_img_s": 9, "ratio": 5, "data_img_s": 9, "data_x": 6, "cache_img_s": 9,
+            "cache_x": 7, "syncs": 5, "peak_mem_mb": 8}
+    short = {"image_size": "px", "batch_size": "batch", "views_per_sample": "views", "backbone_img_s": "bb_img_s",
+             "peak_mem_mb": "peak_MiB"}
     if header:
-        print("  ".join(f"{c:>14}" for c in cols))
-    print("  ".join(f"{row.get(c, '-')!s:>14}" for c in cols), flush=True)
+        print("  ".join(f"{short.get(c, c):>{w}}" for c, w in cols.items()))
+    print("  ".join(f"{'-' if row.get(c) is None else row[c]!s:>{w}}" for c, w in cols.items()), flush=True)
 
 
 if __name__ == "__main__":

@@ -101,11 +101,13 @@ class Sweep:
         except SeqbenchError as e:
             raise ConfigError(f"sweep {self.name!r} run {index} ({describe(run, self.varying_keys())}): {e}") from None
 
-    def configs(self, overrides: dict | None = None) -> list[RunConfig]:
-        """Every run resolved, or a ConfigError naming the first bad run; two runs may not share a directory."""
-        cfgs = [self.config(i, overrides) for i in range(len(self))]
+    def configs(self, overrides: dict | None = None, indices: Sequence[int] | None = None) -> list[RunConfig]:
+        """Runs ``indices`` (default all) resolved, or a ConfigError naming the first bad one; two runs may
+        not share a run directory (an override such as ``--set method=x`` can erase an axis)."""
+        indices = range(len(self)) if indices is None else indices
+        cfgs = [self.config(i, overrides) for i in indices]
         seen: dict[Path, int] = {}
-        for i, c in enumerate(cfgs):
+        for i, c in zip(indices, cfgs, strict=True):
             d = run_dir(c)
             if d in seen:
                 raise ConfigError(f"sweep {self.name!r}: runs {seen[d]} and {i} resolve to the same run directory "

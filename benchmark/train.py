@@ -30,6 +30,7 @@ from benchmark import distributed
 from benchmark.config import RunConfig, to_dict
 from benchmark.data.base import SequenceDataset, collate, to_batch
 from benchmark.errors import SeqbenchError
+from benchmark.fastpath import FastPaths
 from methods.components import warmup_cosine
 from methods.contract import Method
 
@@ -68,12 +69,14 @@ class EpochSampler(Sampler[int]):
 
 
 def ignore_scheduler_signals(worker_id: int) -> None:
-    """DataLoader ``worker_init_fn``: leave USR1/USR2 (requeue, preemption) to the main process.
+    """DataLoader ``worker_init_fn``: leave SIGTERM and USR1/USR2 to the main process.
 
-    SLURM signals every process of a job step, data workers included; a worker that inherited the
-    launcher's handler must not act on it.
+    SLURM signals every process of a job step, data workers included: the requeue signal (USR2) and,
+    on preemption, SIGTERM. A worker must neither act on them with a handler inherited from the main
+    process nor die (the main process would then fail with "DataLoader worker is killed"); the main
+    process finishes its step and stops the workers, and workers exit by themselves if it dies.
     """
-    for sig in (signal.SIGUSR1, signal.SIGUSR2):
+    for sig in (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2):
         signal.signal(sig, signal.SIG_IGN)
 
 
@@ -160,11 +163,17 @@ def train(cfg: RunConfig, method: Method, dataset: SequenceDataset, run_dir: Pat
         set_rng_state(rngs[env.rank % len(rngs)], device)
     elif env.rank > 0:
         torch.manual_seed(cfg.seed + 7919 * env.rank)  # same weights (built before), own dropout masks
-    step_fn = distributed.wrap(method, device)
+    fast = FastPaths.from_config(cfg, device)  # channels_last, fused optimiser, compile (after the checkpoint)
+    fast.module(method)
+    fast.optimizer(opt)
+    step_fn = fast.compile_step(distributed.wrap(method, device))
     sampler = EpochSampler(n, tc.batch_size, cfg.seed, env.rank, env.world_size)
     loader = DataLoader(dataset, batch_size=local_batch, sampler=sampler, num_workers=cfg.data.num_workers,
                         collate_fn=collate, pin_memory=device.type == "cuda", drop_last=True,
-                        persistent_workers=False, worker_init_fn=ignore_scheduler_signals)
+                        persistent_workers=False, worker_init_fn=ignore_scheduler_signals,
+                        # its own generator: drawing worker seeds from the global one would shift the
+                        # dropout stream of a run resumed mid-epoch
+                        generator=torch.Generator().manual_seed(cfg.seed))
     use_amp = tc.amp and device.type == "cuda"
     views_per_sample = method.views_needed(cfg.data.seq_len)
 
@@ -195,7 +204,7 @@ def train(cfg: RunConfig, method: Method, dataset: SequenceDataset, run_dir: Pat
                                    tc.final_lr if preset["cosine"] else preset["lr"])
                 for g in opt.param_groups:
                     g["lr"] = lr
-                batch = to_batch(d).to(device, non_blocking=True)
+                batch = fast.prepare(to_batch(d).to(device, non_blocking=True))
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
                     out = step_fn(batch)
                 last_loss = distributed.mean(out.loss)  # the same on every rank, so all ranks raise together

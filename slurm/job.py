@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import signal
-import sys
 import time
 import types
 from typing import Any
@@ -50,7 +49,8 @@ class RunJob(submitit.helpers.Checkpointable):
         submitit_handler = signal.getsignal(sig)
         signal.signal(sig, self._request_stop)
         try:
-            outcome = run_one(self.cfg, stop_requested=lambda: self._stop, log=_log)
+            tag = f"[job {env.job_id}] " if env is not None else ""
+            outcome = run_one(self.cfg, stop_requested=lambda: self._stop, log=lambda m: print(tag + m, flush=True))
         finally:
             signal.signal(sig, submitit_handler)
         if outcome.status == "interrupted" and env is not None and callable(submitit_handler):
@@ -86,7 +86,3 @@ def _wait_for_requeue(limit_s: float = 300.0) -> None:
         return
     time.sleep(limit_s)
     raise RuntimeError(f"rank {env.global_rank}: the job was not requeued within {limit_s:.0f} s of the stop")
-
-
-def _log(msg: str) -> None:
-    print(f"[{os.environ.get('SLURM_JOB_ID', 'job')}] {msg}", file=sys.stdout, flush=True)

@@ -127,14 +127,18 @@ def live_slurm_jobs() -> dict[str, str] | None:
 
 
 def run_status(directory: Path, live: dict[str, str] | None) -> str:
-    """done | queued/running (job id) | partial (last logged step) | pending."""
+    """done | queued/running (job id) | partial (last logged step) | pending.
+
+    queued/running needs the job id the launcher recorded in the run directory and squeue to see it.
+    """
     if (directory / RESULT_FILE).is_file():
         return "done"
     sub = directory / SUBMISSION_FILE
     if live is not None and sub.is_file():
         job_id = json.loads(sub.read_text()).get("job_id")
-        if job_id in live:
-            return f"{live[job_id].lower()} ({job_id})"
+        if job_id in live:  # a requeued job is PENDING again
+            state = {"PENDING": "queued", "REQUEUED": "queued", "CONFIGURING": "running", "COMPLETING": "running"}
+            return f"{state.get(live[job_id], live[job_id].lower())} ({job_id})"
     if (directory / CHECKPOINT).is_file() or (directory / LOG).is_file():
         return f"partial (step {_last_logged_step(directory / LOG)})"
     return "pending"
@@ -233,11 +237,7 @@ def launch(args: argparse.Namespace, log=print) -> Launch:
     sweep = sweeps.load(args.sweep)
     indices = parse_only(args.only, len(sweep)) if args.only else list(range(len(sweep)))
     overrides = run_overrides(args)
-    cfgs = {i: sweep.config(i, overrides) for i in indices}
-    dirs = [run_dir(c) for c in cfgs.values()]
-    if len(set(dirs)) < len(dirs):
-        raise ConfigError(f"two runs of sweep {sweep.name!r} share a run directory; an override (--set) may have "
-                          f"erased one of its axes ({', '.join(sweep.varying_keys())})")
+    cfgs = dict(zip(indices, sweep.configs(overrides, indices), strict=True))
     preset = load_preset(args.cluster, preset_overrides(args))
     if not args.dry_run:
         check_executor(args.executor)
@@ -258,7 +258,7 @@ def launch(args: argparse.Namespace, log=print) -> Launch:
                                               time.strftime("%Y%m%d-%H%M%S"))
     executor = submitit.AutoExecutor(folder=logs / "%j", cluster=args.executor,
                                      slurm_max_num_timeout=preset.max_num_timeout)
-    executor.update_parameters(**executor_parameters(preset, f"{sweep.name}"))
+    executor.update_parameters(**executor_parameters(preset, sweep.name))
     if args.executor == "slurm":
         with executor.batch():
             jobs = [executor.submit(RunJob(cfgs[i])) for i in todo]
@@ -303,7 +303,7 @@ def _wait(jobs: dict[int, Any], log) -> list[int]:
     failed = []
     for i, job in jobs.items():
         try:
-            res = job.result()
+            res = job.results()[0]  # rank 0's (a multi-GPU job has one result per task)
             log(f"run {i}: {res['status']} ({res['run_dir']})")
             if res["status"] != "complete" and res["status"] != "skipped":
                 failed.append(i)

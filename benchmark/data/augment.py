@@ -13,7 +13,13 @@ Each view's conditioning vector is 9-d: crop [i, j, h, w] (source pixels) + jitt
 order are not in it. The relative action between consecutive views is the difference of their
 (normalised) vectors. Upstream L2-normalises every parameter *across the views of a sequence*
 (``engine.py``: ``normalize(params, dim=1)`` on (B, S, P)); ``param_norm="image"`` instead divides the crop
-box by the image side.
+box by the image side. With "view-l2" an action depends on how many views the sequence has (training:
+M_tr + 1; probes: max(2, M_val)), exactly as upstream's.
+
+Deliberate differences from upstream (which works on PIL uint8 images): every op runs in float without
+re-quantising between ops; the bicubic kernel is grid_sample's (a = -0.75, PIL uses -0.5) and reads the
+pixels just outside the crop box at its edge (PIL clamps to the box). Interiors match torchvision's
+tensor ``resized_crop`` to 1e-5 (tests/test_augment.py).
 
 Everything here runs on (N, 3, H, W) float tensors on any device: :func:`sample_params` draws the
 parameters of L views for N images from a ``torch.Generator``, :func:`augment` renders them in one
@@ -115,29 +121,41 @@ def sample_crop(n: int, height: int, width: int, scale: tuple[float, float], rat
     return torch.stack([i, j, h, w], dim=1)
 
 
+def _sample_recipe(n: int, r: Recipe, height: int, width: int, g: torch.Generator, blur: bool) -> dict:
+    """Parameters of ``n`` views drawn from one recipe (field -> tensor with leading dim n)."""
+    on = torch.rand(n, generator=g) < r.p_jitter
+    b, c, s, hue = r.jitter
+    lo, hi = torch.tensor([1 - b, 1 - c, 1 - s, -hue]), torch.tensor([1 + b, 1 + c, 1 + s, hue])
+    factors = lo + (hi - lo) * torch.rand(n, 4, generator=g)
+    factors = torch.where(on[:, None], factors, factors.new_tensor([1.0, 1.0, 1.0, 0.0]))
+    blurred = (torch.rand(n, generator=g) < r.p_blur) & blur
+    return {
+        "crop": sample_crop(n, height, width, r.scale, r.ratio, g),
+        "flip": torch.rand(n, generator=g) < r.p_flip,
+        "jitter": factors,
+        "order": torch.argsort(torch.rand(n, 4, generator=g), dim=1),  # a uniform random permutation per view
+        "gray": torch.rand(n, generator=g) < r.p_gray,
+        "sigma": torch.where(blurred, _uniform(*r.sigma, (n,), g), torch.zeros(n)),
+        "solarize": torch.rand(n, generator=g) < r.p_solarize,
+    }
+
+
 def sample_params(n: int, recipes: list[Recipe], height: int, width: int, g: torch.Generator,
                   blur: bool = True) -> AugParams:
-    """Parameters of ``len(recipes)`` views (view l drawn from ``recipes[l]``) of ``n`` images, on the CPU."""
-    per_view = []
-    for r in recipes:
-        on = torch.rand(n, generator=g) < r.p_jitter
-        b, c, s, hue = r.jitter
-        factors = torch.stack([_uniform(1 - b, 1 + b, (n,), g), _uniform(1 - c, 1 + c, (n,), g),
-                               _uniform(1 - s, 1 + s, (n,), g), _uniform(-hue, hue, (n,), g)], dim=1)
-        factors = torch.where(on[:, None], factors, factors.new_tensor([1.0, 1.0, 1.0, 0.0]))
-        order = torch.argsort(torch.rand(n, 4, generator=g), dim=1)  # a uniform random permutation per image
-        blurred = (torch.rand(n, generator=g) < r.p_blur) & blur
-        sigma = torch.where(blurred, _uniform(*r.sigma, (n,), g), torch.zeros(n))
-        per_view.append({
-            "crop": sample_crop(n, height, width, r.scale, r.ratio, g),
-            "flip": torch.rand(n, generator=g) < r.p_flip,
-            "jitter": factors, "order": order,
-            "gray": torch.rand(n, generator=g) < r.p_gray,
-            "sigma": sigma,
-            "solarize": torch.rand(n, generator=g) < r.p_solarize,
-        })
-    stacked = {k: torch.stack([v[k] for v in per_view], dim=1) for k in per_view[0]}
-    return AugParams(**stacked, source_hw=(height, width))
+    """Parameters of ``len(recipes)`` views (view l drawn from ``recipes[l]``) of ``n`` images, on the CPU.
+
+    Views sharing a recipe are drawn in one call (fewer small ops: this runs per item in the workers).
+    """
+    views = len(recipes)
+    out: dict[str, Tensor] = {}
+    for r in dict.fromkeys(recipes):  # distinct recipes, in order of first use
+        idx = [k for k, rk in enumerate(recipes) if rk == r]
+        drawn = _sample_recipe(n * len(idx), r, height, width, g, blur)
+        for name, t in drawn.items():
+            if name not in out:
+                out[name] = t.new_zeros((n, views, *t.shape[1:]))
+            out[name][:, idx] = t.reshape(n, len(idx), *t.shape[1:])
+    return AugParams(**out, source_hw=(height, width))
 
 
 def _gray(x: Tensor) -> Tensor:
