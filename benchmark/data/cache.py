@@ -60,7 +60,7 @@ MANIFEST = "manifest.json"
 FILES = ("images.npy", "latents.npy", "labels.npy")
 CHUNK_BYTES = 256 * 2**20  # resumable unit: a killed build loses at most this much decoding
 RESIZE = "PIL convert('RGB'), resize((size, size), Image.BILINEAR) unless already that size"
-_VERIFIED: set[tuple[str, int]] = set()  # (cache, manifest mtime) checked by this process already
+_RNG = random.Random()  # which chunks/views a quick check samples; never the global RNGs a run draws from
 
 
 def default_cache_root() -> Path:
@@ -210,7 +210,7 @@ def inspect(path: Path, ds: ThreeDIEBench, full: bool = False) -> Status:
         return Status(False, "labels.npy does not match the split's labels", rebuild=True)
     chunks, done = _chunks(m), {int(c) for c in m.get("chunks", {})}
     # Sample: first, last and one random chunk (over many opens the random one covers them all).
-    sample = sorted(done) if full else sorted(done & {0, len(chunks) - 1, random.randrange(len(chunks))})
+    sample = sorted(done) if full else sorted(done & {0, len(chunks) - 1, _RNG.randrange(len(chunks))})
     for c in sample:
         if source_digest(ds, chunks[c]) != m["chunks"][str(c)]["source"]:
             o = ds.objects[chunks[c].start]
@@ -225,8 +225,7 @@ def inspect(path: Path, ds: ThreeDIEBench, full: bool = False) -> Status:
     if len(done) < len(chunks) or not m.get("complete"):
         return Status(False, f"interrupted build ({len(done)}/{len(chunks)} chunks written)")
     # The cache against the loader it stands in for, on two views (catches any drift of the two codes).
-    rng = random.Random()
-    for i, k in {(0, 0), (rng.randrange(len(ds.objects)), rng.randrange(ds.views_per_object))}:
+    for i, k in {(0, 0), (_RNG.randrange(len(ds.objects)), _RNG.randrange(ds.views_per_object))}:
         jpeg = ds._image(ds.root / ds.objects[i] / f"image_{k}.jpg")
         if not torch.equal(to_views(images[i, [k]])[0], jpeg):
             return Status(False, f"cached view {k} of {ds.objects[i]} differs from the JPEG loader's "
@@ -270,6 +269,11 @@ def _lock(path: Path) -> Iterator[None]:
         except BlockingIOError:
             _say(f"waiting for another process writing the decoded cache {path}")
             fcntl.flock(f, fcntl.LOCK_EX)
+        except OSError as e:  # a filesystem without locks: do not run two builds of one cache at once
+            _say(f"cannot lock {path} ({e}); build the cache once (python -m benchmark.data.cache) before "
+                 f"starting several processes on it")
+            yield
+            return
         try:
             yield
         finally:
@@ -308,7 +312,10 @@ def build(path: Path, ds: ThreeDIEBench, status: Status, progress: bool = True, 
     chunks = _chunks(m)
     todo = [c for c in range(len(chunks)) if str(c) not in m["chunks"]]
     indices = [i for c in todo for i in chunks[c]]
-    loader = DataLoader(_DecodeObjects(ds, indices), batch_size=None, num_workers=workers)
+    # Own generator: a DataLoader draws its workers' base seed from it, and a run that builds its cache
+    # must see the same global random stream as one that finds it built.
+    loader = DataLoader(_DecodeObjects(ds, indices), batch_size=None, num_workers=workers,
+                        generator=torch.Generator())
     last = {chunks[c].stop - 1: c for c in todo}
     desc = f"decoding 3DIEBench {ds.split} -> {ds.image_size} px cache"
     with tqdm(total=len(ds.objects), initial=len(ds.objects) - len(indices), desc=desc, unit="obj",
@@ -332,9 +339,6 @@ def ensure_cache(ds: ThreeDIEBench, cache_dir: str | Path | None = None, progres
     """A verified cache of ``ds``: built, resumed or rebuilt as needed (DataError if ``build_missing`` is off)."""
     path = cache_path(ds, cache_dir)
     with _lock(path):
-        stamp = (str(path), (path / MANIFEST).stat().st_mtime_ns if (path / MANIFEST).exists() else -1)
-        if stamp in _VERIFIED:
-            return path
         status = inspect(path, ds)
         if not status.ok:
             if not build_missing:
@@ -348,7 +352,6 @@ def ensure_cache(ds: ThreeDIEBench, cache_dir: str | Path | None = None, progres
             status = inspect(path, ds)
             if not status.ok:  # e.g. the source changes while being read
                 raise DataError(f"decoded cache {path} failed its check right after being built: {status.reason}")
-        _VERIFIED.add((str(path), (path / MANIFEST).stat().st_mtime_ns))
     return path
 
 
