@@ -17,6 +17,7 @@ import json
 import math
 import os
 import signal
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -69,15 +70,25 @@ class EpochSampler(Sampler[int]):
 
 
 def ignore_scheduler_signals(worker_id: int) -> None:
-    """DataLoader ``worker_init_fn``: leave SIGTERM and USR1/USR2 to the main process.
+    """DataLoader ``worker_init_fn``: scheduler signals are the main process's business.
 
     SLURM signals every process of a job step, data workers included: the requeue signal (USR2) and,
-    on preemption, SIGTERM. A worker must neither act on them with a handler inherited from the main
-    process nor die (the main process would then fail with "DataLoader worker is killed"); the main
-    process finishes its step and stops the workers, and workers exit by themselves if it dies.
+    on preemption, SIGTERM. A worker that died of it would make the main process fail ("DataLoader
+    worker is killed") before it can finish its step and checkpoint. So workers ignore USR1/USR2,
+    and obey a SIGTERM only when their own main process sends it (PyTorch and multiprocessing stop
+    stuck workers that way): SIGTERM is blocked and a watcher thread reads who sent it.
     """
-    for sig in (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2):
+    for sig in (signal.SIGUSR1, signal.SIGUSR2):
         signal.signal(sig, signal.SIG_IGN)
+    if hasattr(signal, "sigwaitinfo"):  # Linux (SLURM); elsewhere SIGTERM keeps its default
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})  # inherited by the watcher
+        threading.Thread(target=_exit_on_sigterm_from, args=(os.getppid(),), daemon=True).start()
+
+
+def _exit_on_sigterm_from(parent: int) -> None:
+    while signal.sigwaitinfo({signal.SIGTERM}).si_pid != parent:
+        pass  # from the scheduler: the main process decides when to stop
+    os._exit(0)
 
 
 @dataclass

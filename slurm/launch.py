@@ -168,7 +168,8 @@ def print_table(sweep: sweeps.Sweep, indices: list[int], cfgs: dict[int, RunConf
 
 # ---------------------------------------------------------------------------------------- launch
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m slurm.launch", description=__doc__.split("\n")[0],
+    p = argparse.ArgumentParser(prog="python -m slurm.launch",
+                                description="Run a sweep as a SLURM job array (or here); done runs are skipped.",
                                 epilog=f"named sweeps: {', '.join(sweeps.SWEEPS)}; cluster presets: "
                                        f"{', '.join(sorted(x.stem for x in CLUSTERS_DIR.glob('*.yaml')))}")
     p.add_argument("--sweep", required=True, help="a named sweep or a sweep YAML file")

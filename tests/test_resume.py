@@ -4,8 +4,11 @@ checkpoint is written at that step atomically, and the resumed run ends like an 
 from __future__ import annotations
 
 import json
+import multiprocessing as mp
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -132,10 +135,10 @@ class _HandlerState(Dataset):
         return 2
 
     def __getitem__(self, i: int) -> bool:
-        return all(signal.getsignal(s) == signal.SIG_IGN for s in (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2))
+        return all(signal.getsignal(s) == signal.SIG_IGN for s in (signal.SIGUSR1, signal.SIGUSR2))
 
 
-def test_dataloader_workers_ignore_scheduler_signals():
+def test_dataloader_workers_ignore_the_requeue_signal():
     previous = signal.signal(signal.SIGUSR2, lambda *a: None)  # a handler the workers would inherit
     try:
         loader = DataLoader(_HandlerState(), batch_size=2, num_workers=1,
@@ -144,3 +147,31 @@ def test_dataloader_workers_ignore_scheduler_signals():
     finally:
         signal.signal(signal.SIGUSR2, previous)
     assert batch.tolist() == [True, True]
+
+
+def _worker_like() -> None:
+    train_mod.ignore_scheduler_signals(0)
+    time.sleep(60)
+
+
+def test_workers_obey_sigterm_from_their_main_process_only():
+    """SLURM's SIGTERM (any other sender) is ignored; the main process's terminate() still stops them."""
+    worker = mp.get_context("fork").Process(target=_worker_like, daemon=True)
+    worker.start()
+    time.sleep(1.0)  # let it block SIGTERM
+    for sig in ("-TERM", "-USR2"):
+        subprocess.run(["kill", sig, str(worker.pid)], check=True)  # sent by another process
+    worker.join(timeout=1.5)
+    assert worker.is_alive()
+    worker.terminate()  # SIGTERM from the main process, as PyTorch and multiprocessing send it
+    worker.join(timeout=10)
+    assert not worker.is_alive()
+
+
+def test_a_process_with_live_workers_still_exits():
+    """multiprocessing's exit handler terminates daemonic workers and joins them without a timeout."""
+    code = ("import torch\nfrom torch.utils.data import DataLoader\nfrom benchmark.train import "
+            "ignore_scheduler_signals\nit = iter(DataLoader(list(range(8)), num_workers=1, "
+            "worker_init_fn=ignore_scheduler_signals))\nprint(next(it))\n")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
