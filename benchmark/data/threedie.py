@@ -95,6 +95,7 @@ class ThreeDIEBench(SequenceDataset):
         ProbeTarget("color", "pair", "linear", 2),  # (floor_hue, spot_hue) deltas (color_regressor)
         ProbeTarget("indiv_rotation", "single", "mlp", 4),  # quaternion of R_0 (Table 1 "indiv. R^2")
     )
+    path_composition = "quaternion"  # path integration target: product of the relative rotations
 
     def __init__(self, root: str | Path | None, split: str, num_views: int, image_size: int,
                  latent_type: str = "rot", seed: int = 0, fixed: bool = False, canonical_quat: bool = False,
