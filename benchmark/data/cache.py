@@ -50,7 +50,6 @@ from tqdm import tqdm
 
 from benchmark.config import RunConfig
 from benchmark.data.mini3d import default_cache_dir
-from benchmark.data.rotations import probe_targets, relative_actions
 from benchmark.data.threedie import MEAN, SPLIT_FILES, STD, ThreeDIEBench
 from benchmark.errors import DataError
 from benchmark.results import atomic_write_text, now
@@ -90,7 +89,7 @@ def decode_view(path: Path, size: int) -> np.ndarray:
 
 def to_views(pixels: np.ndarray) -> torch.Tensor:
     """(V, H, W, 3) uint8 -> (V, 3, H, W) normalised float32, with ``to_tensor`` + ``normalize``'s arithmetic."""
-    x = torch.from_numpy(np.ascontiguousarray(pixels)).permute(0, 3, 1, 2).contiguous()
+    x = torch.from_numpy(np.array(pixels)).permute(0, 3, 1, 2).contiguous()  # copy: memmaps are read-only
     return TF.normalize(x.to(torch.float32).div(255), MEAN, STD)
 
 
@@ -226,7 +225,7 @@ def inspect(path: Path, ds: ThreeDIEBench, full: bool = False) -> Status:
         return Status(False, f"interrupted build ({len(done)}/{len(chunks)} chunks written)")
     # The cache against the loader it stands in for, on two views (catches any drift of the two codes).
     for i, k in {(0, 0), (_RNG.randrange(len(ds.objects)), _RNG.randrange(ds.views_per_object))}:
-        jpeg = ds._image(ds.root / ds.objects[i] / f"image_{k}.jpg")
+        jpeg = ThreeDIEBench._image(ds, ds.root / ds.objects[i] / f"image_{k}.jpg")  # not the cache's reader
         if not torch.equal(to_views(images[i, [k]])[0], jpeg):
             return Status(False, f"cached view {k} of {ds.objects[i]} differs from the JPEG loader's "
                                  f"(decoder or loader changed?)", rebuild=True)
@@ -246,7 +245,7 @@ class _DecodeObjects(Dataset):
         i, ds = self.indices[j], self.ds
         obj = ds.root / ds.objects[i]
         images = np.stack([decode_view(obj / f"image_{k}.jpg", ds.image_size) for k in range(ds.views_per_object)])
-        latents = np.stack([ds._latent(obj / f"latent_{k}.npy") for k in range(ds.views_per_object)])
+        latents = np.stack([ThreeDIEBench._latent(ds, obj / f"latent_{k}.npy") for k in range(ds.views_per_object)])
         return i, images, latents
 
 
@@ -358,8 +357,10 @@ def ensure_cache(ds: ThreeDIEBench, cache_dir: str | Path | None = None, progres
 class CachedThreeDIEBench(ThreeDIEBench):
     """``ThreeDIEBench`` (same arguments) reading views and latents from the decoded cache.
 
-    Keyword-only: ``cache_dir`` (None -> ``$SEQBENCH_CACHE/decoded``), ``progress`` (build bar),
-    ``workers`` (decoding processes of a build), ``build`` (False: raise instead of building).
+    Only the two file readers are replaced, so ``ThreeDIEBench.item`` (view sampling, actions,
+    targets) runs unchanged on the cached pixels and latents. Keyword-only: ``cache_dir`` (None ->
+    ``$SEQBENCH_CACHE/decoded``), ``progress`` (build bar), ``workers`` (decoding processes of a
+    build), ``build`` (False: raise instead of building).
     """
 
     def __init__(self, *args, cache_dir: str | Path | None = None, progress: bool = True, workers: int = 0,
@@ -367,24 +368,25 @@ class CachedThreeDIEBench(ThreeDIEBench):
         super().__init__(*args, **kwargs)
         split_dir = signature(ThreeDIEBench).bind(*args, **kwargs).arguments.get("split_dir")
         self.cache_path = ensure_cache(self, cache_dir, progress, workers, build, split_dir=split_dir)
+        self._row = {str(self.root / o): i for i, o in enumerate(self.objects)}
         self._arrays: tuple[np.ndarray, np.ndarray] | None = None
 
     def __getstate__(self) -> dict:  # DataLoader workers map the files themselves (a memmap pickles as a copy)
         return {**self.__dict__, "_arrays": None}
 
-    def item(self, index: int, rng: np.random.Generator) -> dict:
-        # Same draws and same arithmetic as ThreeDIEBench.item, from the cache instead of the files.
+    def _where(self, path: Path) -> tuple[np.ndarray, np.ndarray, int, int]:
+        """``<root>/<object>/image_k.jpg`` or ``latent_k.npy`` -> (images, latents, object row, view k)."""
         if self._arrays is None:
             self._arrays = _open(self.cache_path, "r")
-        images, latents = self._arrays
-        ids = rng.choice(self.views_per_object, self.num_views, replace=False)
-        lat = np.asarray(latents[index, ids])
-        return {
-            "views": to_views(images[index, ids]),
-            "actions": torch.from_numpy(relative_actions(lat, self.latent_type, self.canonical)),
-            "label": int(self.labels[index]),
-            "targets": {k: torch.from_numpy(v) for k, v in probe_targets(lat, self.canonical).items()},
-        }
+        return *self._arrays, self._row[str(path.parent)], int(path.stem.rsplit("_", 1)[1])
+
+    def _image(self, path: Path) -> torch.Tensor:
+        images, _, i, k = self._where(path)
+        return to_views(images[i, k][None])[0]
+
+    def _latent(self, path: Path) -> np.ndarray:
+        _, latents, i, k = self._where(path)
+        return np.array(latents[i, k])
 
 
 def threedie_loader(cfg: RunConfig) -> Callable[..., ThreeDIEBench]:
