@@ -164,17 +164,17 @@ def test_byol_adapter_is_symmetric_2_minus_2cos_and_ema_follows_byol_schedule() 
         t1, t2 = m.target_projector(h1), m.target_projector(h2)
     p1, p2 = m.predictor(m.projector(h1)), m.predictor(m.projector(h2))
     assert loss.item() == pytest.approx((ref_byol_pair(p1, t2) + ref_byol_pair(p2, t1)).item(), rel=1e-5)
-    # Target update after step k of K (k from 1): tau = 1 - (1 - tau_base)(cos(pi k / (K - 1)) + 1) / 2,
-    # BYOL sec. 3.2's cosine with lightly's cosine_schedule denominator K - 1 (methods.components.ema_tau,
-    # shared with seq-JEPA; PROVENANCE.md notes the one-step shift against BYOL's k / K, k from 0), on
-    # encoder and projector (a fresh model: lightly's update refuses a parameter-free Flatten).
+    # Target update after step k of K (k from 1): tau = 1 - (1 - tau_base)(cos(pi (k - 1) / (K - 1)) + 1) / 2,
+    # BYOL sec. 3.2's cosine over the K updates (methods.components.ema_tau, shared with seq-JEPA): the
+    # first update uses tau_base, the last 1; on encoder and projector (a fresh model: lightly's update
+    # refuses a parameter-free Flatten).
     m = BYOL(BYOLConfig(), SPEC)
     online, target = m.projector.layers[0].weight, m.target_projector.layers[0].weight
     with torch.no_grad():
         online.add_(1.0)
     before = target.detach().clone()
     k, total = 3, 10
-    tau = 1 - (1 - 0.996) * (math.cos(math.pi * k / (total - 1)) + 1) / 2
+    tau = 1 - (1 - 0.996) * (math.cos(math.pi * (k - 1) / (total - 1)) + 1) / 2
     enc_before = m.target_backbone.encoder.conv1.weight.detach().clone()
     with torch.no_grad():
         m.backbone.encoder.conv1.weight.mul_(2.0)
