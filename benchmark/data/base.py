@@ -3,13 +3,27 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from benchmark.errors import DataError
 from methods.contract import Batch
+
+
+def find_folder(root: str | Path | None, folder: str, dataset: str, get_it: str) -> Path:
+    """``root/folder`` or ``root`` itself if it is named ``folder``; a clear DataError otherwise."""
+    if root is None:
+        raise DataError(f"no {dataset} root given. {get_it}")
+    p = Path(root).expanduser()
+    if (p / folder).is_dir():
+        return p / folder
+    if p.name == folder and p.is_dir():
+        return p
+    raise DataError(f"no {folder}/ folder found in {p}. {get_it}")
 
 
 @dataclass(frozen=True)

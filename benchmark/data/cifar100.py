@@ -25,6 +25,7 @@ from torch import Tensor
 
 from benchmark.config import RunConfig
 from benchmark.data.augment import AugmentedSequences, action_dim
+from benchmark.data.base import find_folder
 from benchmark.errors import DataError
 from methods.contract import DataSpec
 
@@ -64,14 +65,7 @@ def read_pickle(path: Path) -> dict:
 
 
 def resolve_root(root: str | Path | None) -> Path:
-    if root is None:
-        raise DataError(f"no CIFAR-100 root given. {GET_IT}")
-    p = Path(root).expanduser()
-    if (p / FOLDER).is_dir():
-        return p / FOLDER
-    if p.name == FOLDER and p.is_dir():
-        return p
-    raise DataError(f"no {FOLDER}/ folder found in {p}. {GET_IT}")
+    return find_folder(root, FOLDER, "CIFAR-100", GET_IT)
 
 
 class CIFAR100Images:

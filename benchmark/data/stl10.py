@@ -23,6 +23,7 @@ from torch import Tensor
 
 from benchmark.config import RunConfig
 from benchmark.data.augment import AugmentedSequences, action_dim
+from benchmark.data.base import find_folder
 from benchmark.data.cifar100 import data_root
 from benchmark.errors import DataError
 from methods.contract import DataSpec
@@ -39,14 +40,7 @@ GET_IT = ("Download https://ai.stanford.edu/~acoates/stl10/stl10_binary.tar.gz (
 
 
 def resolve_root(root: str | Path | None) -> Path:
-    if root is None:
-        raise DataError(f"no STL-10 root given. {GET_IT}")
-    p = Path(root).expanduser()
-    if (p / FOLDER).is_dir():
-        return p / FOLDER
-    if p.name == FOLDER and p.is_dir():
-        return p
-    raise DataError(f"no {FOLDER}/ folder found in {p}. {GET_IT}")
+    return find_folder(root, FOLDER, "STL-10", GET_IT)
 
 
 def split_for(split: str, fixed: bool, cfg: RunConfig) -> str:
