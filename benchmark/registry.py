@@ -81,6 +81,13 @@ def _spec_3die(classes: Callable[[RunConfig], int]) -> Callable[[RunConfig], Dat
     return lambda cfg: DataSpec(cfg.data.image_size, ACTION_DIMS[cfg.data.latent_type], classes(cfg))
 
 
+def _image_mini_defaults(image_size: int, seq_len: int, epochs: int) -> dict:
+    """CPU-sized preset shared by the image-dataset stand-ins (~240 steps of batch 32)."""
+    return {"data": {"image_size": image_size, "seq_len": seq_len, "num_workers": 1},
+            "train": {"epochs": epochs, "batch_size": 32, "warmup_epochs": 1, "checkpoint_every": 100},
+            "probe": {"epochs": 100, "train_samples": 2, "val_samples": 2}}
+
+
 DATASETS: dict[str, DatasetEntry] = {
     "3diebench": DatasetEntry(
         _build_3diebench, _spec_3die(lambda cfg: 55),
@@ -131,30 +138,22 @@ DATASETS: dict[str, DatasetEntry] = {
     # as 3diebench-mini's: ~240 steps of batch 32.
     "cifar100-mini": DatasetEntry(
         image_mini.mini_build("cifar100"), image_mini.mini_spec("cifar100"),
-        defaults={"data": {"image_size": 16, "seq_len": 3, "num_workers": 1},
-                  "train": {"epochs": 12, "batch_size": 32, "warmup_epochs": 1, "checkpoint_every": 100},
-                  "probe": {"epochs": 100, "train_samples": 2, "val_samples": 2}},
+        defaults=_image_mini_defaults(image_size=16, seq_len=3, epochs=12),
         description="embedded procedural stand-in written as cifar-100-python/ (generated on first use)",
     ),
     "tinyimagenet-mini": DatasetEntry(
         image_mini.mini_build("tinyimagenet"), image_mini.mini_spec("tinyimagenet"),
-        defaults={"data": {"image_size": 16, "seq_len": 3, "num_workers": 1},
-                  "train": {"epochs": 12, "batch_size": 32, "warmup_epochs": 1, "checkpoint_every": 100},
-                  "probe": {"epochs": 100, "train_samples": 2, "val_samples": 2}},
+        defaults=_image_mini_defaults(image_size=16, seq_len=3, epochs=12),
         description="embedded procedural stand-in written as tiny-imagenet-200/ (generated on first use)",
     ),
     "stl10-mini": DatasetEntry(
         image_mini.mini_build("stl10"), image_mini.mini_spec("stl10"),
-        defaults={"data": {"image_size": 48, "seq_len": 3, "num_workers": 1},
-                  "train": {"epochs": 12, "batch_size": 32, "warmup_epochs": 1, "checkpoint_every": 100},
-                  "probe": {"epochs": 100, "train_samples": 2, "val_samples": 2}},
+        defaults=_image_mini_defaults(image_size=48, seq_len=3, epochs=12),
         description="embedded procedural stand-in written as stl10_binary/ (generated on first use)",
     ),
     "stl10-saccades-mini": DatasetEntry(
         image_mini.mini_build("stl10-saccades"), image_mini.mini_spec("stl10-saccades"),
-        defaults={"data": {"image_size": 16, "seq_len": 4, "num_workers": 1},
-                  "train": {"epochs": 10, "batch_size": 32, "warmup_epochs": 1, "checkpoint_every": 100},
-                  "probe": {"epochs": 100, "train_samples": 2, "val_samples": 2}},
+        defaults=_image_mini_defaults(image_size=16, seq_len=4, epochs=10),
         description="stl10-mini with spectral-residual saliency arrays in the paper's salmap-stl10/ layout",
     ),
 }
