@@ -249,14 +249,31 @@ def parse_set(items: list[str]) -> dict:
             value = yaml.safe_load(raw) if raw.strip() else None
         except yaml.YAMLError as e:
             raise ConfigError(f"--set {item!r}: value is not valid YAML ({e})") from None
-        node = out
-        *parents, leaf = key.strip().split(".")
-        for p in parents:
-            node = node.setdefault(p, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"--set {item!r}: {p} is set both as a value and as a section")
-        node[leaf] = value
+        set_dotted(out, key.strip(), value, f"--set {item!r}")
     return out
+
+
+def set_dotted(out: dict, key: str, value: Any, where: str) -> None:
+    """``out["a"]["b"] = value`` for ``key`` "a.b", creating sections; ``where`` names the source in errors."""
+    node = out
+    *parents, leaf = key.split(".")
+    for p in parents:
+        node = node.setdefault(p, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"{where}: {p} is set both as a value and as a section")
+    node[leaf] = value
+
+
+def layered_overrides(config_files: list[str], flags: dict, sets: list[str]) -> dict:
+    """User overrides in resolution order: YAML files, then CLI flags (None = not given), then --set."""
+    user: dict = {}
+    for f in config_files:
+        user = merge(user, load_yaml(f))
+
+    def drop_none(d: dict) -> dict:
+        return {k: drop_none(v) if isinstance(v, dict) else v for k, v in d.items() if v is not None}
+
+    return merge(merge(user, drop_none(flags)), parse_set(sets))
 
 
 def load_yaml(path: str | Path) -> dict:

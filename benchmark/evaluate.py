@@ -23,7 +23,7 @@ import torch
 import yaml
 
 from benchmark.checkpoints import FORMATS, LoadedCheckpoint, load
-from benchmark.config import RunConfig, load_yaml, merge, parse_set, run_dir, to_dict
+from benchmark.config import RunConfig, layered_overrides, merge, run_dir, to_dict
 from benchmark.errors import ConfigError, SeqbenchError, user_message
 from benchmark.probes.evaluate import evaluate
 from benchmark.registry import DATASETS, dataset_entry, resolve
@@ -135,17 +135,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def user_overrides(args: argparse.Namespace) -> dict:
-    user: dict = {}
-    for f in args.config:
-        user = merge(user, load_yaml(f))
     flags = {"dataset": args.dataset, "seed": args.seed, "device": args.device, "out": args.out,
              "data": {"root": args.data_root, "seq_len": args.seq_len, "image_size": args.image_size},
              "probe": {"eval_seq_len": args.eval_seq_len}}
-
-    def drop_none(d: dict) -> dict:
-        return {k: drop_none(v) if isinstance(v, dict) else v for k, v in d.items() if v is not None}
-
-    return merge(merge(user, drop_none(flags)), parse_set(args.set))
+    return layered_overrides(args.config, flags, args.set)
 
 
 def main(argv: list[str] | None = None) -> int:

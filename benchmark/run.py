@@ -19,7 +19,7 @@ import torch
 import yaml
 
 from benchmark import distributed, fastpath
-from benchmark.config import RunConfig, load_yaml, merge, parse_set, run_dir, to_dict
+from benchmark.config import RunConfig, layered_overrides, run_dir, to_dict
 from benchmark.errors import SeqbenchError, user_message
 from benchmark.probes.evaluate import evaluate
 from benchmark.registry import DATASETS, METHODS, build_method, dataset_entry, resolve
@@ -125,21 +125,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def config_from_args(args: argparse.Namespace) -> RunConfig:
-    user: dict = {}
-    for f in args.config:
-        user = merge(user, load_yaml(f))
     flags = {"method": args.method, "dataset": args.dataset, "seed": args.seed, "device": args.device,
              "out": args.out, "data": {"root": args.data_root, "seq_len": args.seq_len,
                                        "image_size": args.image_size},
              "train": {"epochs": args.epochs, "batch_size": args.batch_size},
              "probe": {"eval_seq_len": args.eval_seq_len}}
-
-    def drop_none(d: dict) -> dict:
-        return {k: drop_none(v) if isinstance(v, dict) else v for k, v in d.items() if v is not None}
-
-    user = merge(user, drop_none(flags))
-    user = merge(user, parse_set(args.set))
-    return resolve(user)
+    return resolve(layered_overrides(args.config, flags, args.set))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from benchmark.config import RunConfig, load_yaml, merge, run_dir
+from benchmark.config import RunConfig, load_yaml, merge, run_dir, set_dotted
 from benchmark.errors import ConfigError, SeqbenchError
 from benchmark.registry import resolve
 
@@ -120,13 +120,7 @@ def nest(run: Run) -> dict:
     """``{"data.seq_len": 3}`` -> ``{"data": {"seq_len": 3}}``."""
     out: dict = {}
     for key, value in run.items():
-        node = out
-        *parents, leaf = key.split(".")
-        for p in parents:
-            node = node.setdefault(p, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"sweep key {key!r}: {p} is set both as a value and as a section")
-        node[leaf] = value
+        set_dotted(out, key, value, f"sweep key {key!r}")
     return out
 
 
