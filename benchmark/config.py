@@ -118,6 +118,12 @@ class ProbeConfig:
     weight_decay: float = 0.0
     train_samples: int = 4  # sampled view sequences per training object (features are cached)
     val_samples: int = 2  # sampled view sequences per held-out object
+    # View representations on datasets with a view bank (3DIEBench): "bank" caches bank_views views per object
+    # and draws bank_draws fresh views / view pairs per object every probe epoch (upstream's fresh pairs);
+    # "samples" probes them on the fixed sequences above, like the sequence representations.
+    view_protocol: Literal["bank", "samples"] = "bank"
+    bank_views: int = 12  # views per object in the bank (0 = all of them; 3DIEBench has 50)
+    bank_draws: int = 1  # views / pairs drawn per training object per probe epoch (SIE, seq-JEPA: 1)
     hidden: int = 1024  # width of the MLP heads (rotation): in -> 1024 -> 1024 -> out
 
 

@@ -200,7 +200,10 @@ def check(cfg: RunConfig) -> None:
     positive = {"train.batch_size": cfg.train.batch_size, "data.image_size": cfg.data.image_size,
                 "probe.epochs": cfg.probe.epochs, "probe.batch_size": cfg.probe.batch_size,
                 "probe.train_samples": cfg.probe.train_samples, "probe.val_samples": cfg.probe.val_samples,
-                "train.checkpoint_every": cfg.train.checkpoint_every, "train.log_every": cfg.train.log_every}
+                "probe.bank_draws": cfg.probe.bank_draws, "train.checkpoint_every": cfg.train.checkpoint_every,
+                "train.log_every": cfg.train.log_every}
+    if cfg.probe.bank_views == 1 or cfg.probe.bank_views < 0:
+        raise ConfigError(f"probe.bank_views must be 0 (every view of an object) or >= 2, got {cfg.probe.bank_views}")
     for k, v in positive.items():
         if v < 1:
             raise ConfigError(f"{k} must be >= 1, got {v}")

@@ -63,8 +63,9 @@ class StepOutput:
 class Representation:
     """A frozen representation the probes can read.
 
-    kind "view":     ``encode`` returns (B, V, dim): one vector per input view (classification reads
-                     view 0; relative-transformation probes read the concatenation of views 0 and 1).
+    kind "view":     ``encode`` returns (B, V, dim): one vector per input view, a function of that view
+                     alone (the probes cache view features once and pair them freely; classification
+                     reads single views, relative-transformation probes concatenations of two).
     kind "sequence": ``encode`` returns (B, dim): one vector for the whole observed sequence.
     """
 

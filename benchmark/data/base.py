@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -48,6 +49,7 @@ class SequenceDataset(Dataset):
       actions (V-1, A) float32: relative action from view j to view j+1
       label   int64 scalar
       targets dict name -> float32 vector, one per :class:`ProbeTarget`
+      latents (V, L) float64, only for datasets with ``view_bank``
     Randomness (which views, which augmentations) is a pure function of (seed, epoch, index), so a
     resumed run sees the same data and DataLoader workers need no seeding.
     """
@@ -56,6 +58,11 @@ class SequenceDataset(Dataset):
     action_dim: int
     probe_targets: tuple[ProbeTarget, ...] = ()
     label_note: str = ""  # e.g. "embedded procedural stand-in, not comparable with published numbers"
+    # Datasets whose objects have a finite set of views with latents (3DIEBench) set this, add "latents"
+    # (V, L) to their items and implement ``bank_targets``: the probes then cache every view's features
+    # once and draw fresh view pairs every probe epoch (benchmark/probes/bank.py).
+    view_bank: bool = False
+    views_per_object: int = 0  # with view_bank: how many distinct views each object has
 
     def __init__(self, num_views: int, seed: int, fixed: bool) -> None:
         self.num_views, self.seed, self.fixed = num_views, seed, fixed
@@ -77,6 +84,17 @@ class SequenceDataset(Dataset):
         """Class label of every object (used for checks and balanced summaries)."""
         raise NotImplementedError
 
+    def bank_targets(self, first: np.ndarray, second: np.ndarray) -> dict[str, np.ndarray]:
+        """Probe targets of N view pairs from their (N, L) latents, one (N, dim) array per ProbeTarget
+        (a "single" target reads ``first``). Only for datasets with ``view_bank``."""
+        raise NotImplementedError(f"{type(self).__name__} has no view bank")
+
+    def with_views(self, num_views: int) -> SequenceDataset:
+        """A shallow copy drawing ``num_views`` views per item, one item per object."""
+        ds = copy.copy(self)
+        ds.num_views, ds.repeats = num_views, 1
+        return ds
+
     def __len__(self) -> int:
         return self.num_items() * self.repeats
 
@@ -92,6 +110,8 @@ def collate(items: list[dict]) -> dict:
         "actions": torch.stack([it["actions"] for it in items]),
         "label": torch.as_tensor([it["label"] for it in items], dtype=torch.long),
     }
+    if "latents" in items[0]:
+        out["latents"] = torch.stack([torch.as_tensor(it["latents"]) for it in items])
     names = items[0]["targets"].keys()
     out["targets"] = {n: torch.stack([torch.as_tensor(it["targets"][n]) for it in items]) for n in names}
     return out

@@ -44,11 +44,20 @@ def relative_actions(latents: np.ndarray, latent_type: str, canonical: bool = Fa
     return np.concatenate([q, deltas], axis=1)
 
 
+def pair_targets(first: np.ndarray, second: np.ndarray, canonical: bool = False) -> dict[str, np.ndarray]:
+    """Targets of the 3DIEBench equivariance probes from (N, 7) latents of N view pairs.
+
+    rotation: quaternion of R_first^-1 R_second (pair probe); color: (floor_hue, spot_hue) deltas
+    (pair probe); indiv_rotation: quaternion of R_first (single-view probe on the first view).
+    """
+    r1, r2 = rotations(first), rotations(second)
+    return {
+        "rotation": quat(r1.inv() * r2, canonical),
+        "color": (second[:, COLOR_IDX] - first[:, COLOR_IDX]).astype(np.float32),
+        "indiv_rotation": quat(r1, canonical),
+    }
+
+
 def probe_targets(latents: np.ndarray, canonical: bool = False) -> dict[str, np.ndarray]:
     """Targets of the 3DIEBench equivariance probes between views 0 and 1 (and of view 0 alone)."""
-    r = rotations(latents[:2])
-    return {
-        "rotation": quat(r[0].inv() * r[1], canonical),  # relative rotation R^2 (pair probe)
-        "color": (latents[1, COLOR_IDX] - latents[0, COLOR_IDX]).astype(np.float32),  # colour R^2
-        "indiv_rotation": quat(r[0], canonical),  # individual rotation R^2 (single-view probe)
-    }
+    return {k: v[0] for k, v in pair_targets(latents[:1], latents[1:2], canonical).items()}

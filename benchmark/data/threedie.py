@@ -21,7 +21,7 @@ from PIL import Image, UnidentifiedImageError
 from torchvision.transforms import functional as TF
 
 from benchmark.data.base import ProbeTarget, SequenceDataset
-from benchmark.data.rotations import ACTION_DIMS, probe_targets, relative_actions
+from benchmark.data.rotations import ACTION_DIMS, pair_targets, probe_targets, relative_actions
 from benchmark.errors import DataError
 
 MEAN = [0.5016, 0.5037, 0.5060]  # SIE / seq-JEPA normalisation statistics
@@ -96,6 +96,7 @@ class ThreeDIEBench(SequenceDataset):
         ProbeTarget("indiv_rotation", "single", "mlp", 4),  # quaternion of R_0 (Table 1 "indiv. R^2")
     )
     path_composition = "quaternion"  # path integration target: product of the relative rotations
+    view_bank = True  # a finite set of views per object, with latents: pair probes draw fresh pairs per epoch
 
     def __init__(self, root: str | Path | None, split: str, num_views: int, image_size: int,
                  latent_type: str = "rot", seed: int = 0, fixed: bool = False, canonical_quat: bool = False,
@@ -166,4 +167,8 @@ class ThreeDIEBench(SequenceDataset):
             "actions": torch.from_numpy(relative_actions(lat, self.latent_type, self.canonical)),
             "label": int(self.labels[index]),
             "targets": {k: torch.from_numpy(v) for k, v in probe_targets(lat, self.canonical).items()},
+            "latents": torch.from_numpy(lat),
         }
+
+    def bank_targets(self, first: np.ndarray, second: np.ndarray) -> dict[str, np.ndarray]:
+        return pair_targets(first, second, self.canonical)

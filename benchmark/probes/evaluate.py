@@ -3,13 +3,17 @@
 For each split, ``probe.{train,val}_samples`` view sequences per object are drawn with a fixed seed
 (the same for every method), encoded once in eval mode, and cached:
 
-* view representations (kind "view") of views 0 and 1 -> top-1 (view 0), pair probes on
-  concat(view 0, view 1) (relative rotation, colour), single probes on view 0 (individual rotation);
 * sequence representations (kind "sequence") of the first M views, for M = M_val and every extra
-  ``probe.eval_seq_lens`` -> top-1 at each inference length.
+  ``probe.eval_seq_lens`` -> top-1 at each inference length;
+* view representations (kind "view"), on datasets without a view bank (or ``probe.view_protocol =
+  samples``): views 0 and 1 -> top-1 (view 0), pair probes on concat(view 0, view 1) (relative
+  rotation, colour), single probes on view 0 (individual rotation).
 
-Deviation from SIE/seq-JEPA, recorded in the result: they draw fresh random views every probe
-epoch; we cache a fixed number of sampled sequences per object so a probe epoch costs no encoder pass.
+On datasets with a view bank (3DIEBench and its mini) view representations are probed as upstream
+does, with fresh views / pairs every probe epoch, from features cached once (benchmark/probes/bank.py).
+Deviation from SIE/seq-JEPA, recorded in the result: for sequence representations (and view
+representations elsewhere) they would draw fresh random views every probe epoch; we cache a fixed
+number of sampled sequences per object so a probe epoch costs no encoder pass.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from tqdm import tqdm
 
 from benchmark.config import RunConfig
 from benchmark.data.base import SequenceDataset, collate
+from benchmark.probes import bank
 from benchmark.probes.heads import linear_probe, regression_probe
 from benchmark.probes.path_integration import path_integration
 from methods.contract import Method
@@ -66,26 +71,36 @@ def evaluate(method: Method, cfg: RunConfig, train_ds: SequenceDataset, val_ds: 
     """All probes -> the ``metrics`` section of result.json."""
     lens = sorted({cfg.eval_seq_len, *cfg.probe.eval_seq_lens})
     p = cfg.probe
-    nw = cfg.data.num_workers
+    nw, progress, seed = cfg.data.num_workers, cfg.train.progress, cfg.seed
     train_ds.repeats, val_ds.repeats = p.train_samples, p.val_samples
-    tr = extract(method, train_ds, lens, p.batch_size, device, nw, "probe features (train)", cfg.train.progress)
-    va = extract(method, val_ds, lens, p.batch_size, device, nw, "probe features (val)", cfg.train.progress)
+    tr = extract(method, train_ds, lens, p.batch_size, device, nw, "probe features (train)", progress)
+    va = extract(method, val_ds, lens, p.batch_size, device, nw, "probe features (val)", progress)
     n_cls = train_ds.num_classes
     per_rep: dict[str, dict] = {}
-    for r, x in tr["view"].items():
+    use_bank = train_ds.view_bank and p.view_protocol == "bank" and bool(tr["view"])
+    if use_bank:
+        btr = bank.extract_bank(method, train_ds, p.bank_views, p.batch_size, device, nw, "view bank (train)", progress)
+        bva = bank.extract_bank(method, val_ds, p.bank_views, p.batch_size, device, nw, "view bank (val)", progress)
+        for r in tr["view"]:
+            per_rep[r] = bank.bank_probes(btr, bva, train_ds, r, n_cls, p, seed, device)
+    for r, x in ({} if use_bank else tr["view"]).items():
         xv = va["view"][r]
-        d: dict = {"top1": linear_probe(x[:, 0], tr["label"], xv[:, 0], va["label"], n_cls, p, cfg.seed)}
+        d: dict = {"top1": linear_probe(x[:, 0], tr["label"], xv[:, 0], va["label"], n_cls, p, seed, device)}
         for t in train_ds.probe_targets:
             f_tr = x.flatten(1) if t.kind == "pair" else x[:, 0]
             f_va = xv.flatten(1) if t.kind == "pair" else xv[:, 0]
-            u, g = regression_probe(f_tr, tr["targets"][t.name], f_va, va["targets"][t.name], t.head, p, cfg.seed)
+            u, g = regression_probe(f_tr, tr["targets"][t.name], f_va, va["targets"][t.name], t.head, p, seed, device)
             d[f"{t.name}_r2"], d[f"{t.name}_r2_global"] = u, g
         per_rep[r] = d
     for r, by_len in tr["seq"].items():
-        accs = {str(m): linear_probe(by_len[m], tr["label"], va["seq"][r][m], va["label"], n_cls, p, cfg.seed)
+        accs = {str(m): linear_probe(by_len[m], tr["label"], va["seq"][r][m], va["label"], n_cls, p, seed, device)
                 for m in lens}
         per_rep[r] = {"top1": accs[str(cfg.eval_seq_len)], "top1_by_eval_len": accs}
     metrics = headline(method, per_rep, train_ds, va["label"].shape[0], tr["label"].shape[0])
+    if use_bank:
+        metrics["probe_protocol"] = f"{PROTOCOL}; {bank.PROTOCOL}"
+        metrics["probe_samples"]["bank"] = {"views": bank.bank_size(train_ds, p.bank_views), "draws": p.bank_draws,
+                                            "train_objects": btr.shape[0], "val_objects": bva.shape[0]}
     # Datasets with a path_composition and methods with a sequence representation only (else {}).
     metrics.update(path_integration(method, cfg, train_ds, val_ds, device))
     return metrics

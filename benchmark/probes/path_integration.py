@@ -102,11 +102,11 @@ def path_integration(method: Method, cfg: RunConfig, train_ds: SequenceDataset, 
     p = cfg.probe
     r2, r2_global, r2_blind = {}, {}, {}
     for m in lens:
-        u, g = regression_probe(tr["x"][m], tr["t"][m], va["x"][m], va["t"][m], "mlp", p, cfg.seed)
+        u, g = regression_probe(tr["x"][m], tr["t"][m], va["x"][m], va["t"][m], "mlp", p, cfg.seed, device)
         r2[str(m)], r2_global[str(m)] = u, g
         if blind:
             r2_blind[str(m)] = regression_probe(tr["blind"][m], tr["t"][m], va["blind"][m], va["t"][m], "mlp", p,
-                                                cfg.seed)[0]
+                                                cfg.seed, device)[0]
     out = {"path_r2": r2[str(max(2, cfg.eval_seq_len))], "path_r2_by_eval_len": r2,
            "path_r2_global_by_eval_len": r2_global, "path_source": rep, "path_protocol": PROTOCOL}
     if blind:
