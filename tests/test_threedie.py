@@ -61,6 +61,25 @@ def test_actions_match_the_latents_of_the_sampled_views(tree):
     np.testing.assert_allclose(ds[1]["actions"].numpy(), relative_actions(lat, "all"), atol=1e-6)
 
 
+def test_view_bank_items_carry_latents_and_bank_targets_match_the_item_targets(tree):
+    ds = ThreeDIEBench(tree, "train", num_views=2, image_size=16, fixed=True)
+    bank = ds.with_views(5)
+    assert ds.num_views == 2 and bank.num_views == 5 and len(bank) == ds.num_items()
+    item = bank[1]
+    assert item["views"].shape[0] == 5 and item["latents"].shape == (5, 7)
+    ids = sorted(np.random.default_rng([ds.seed, 0, 1]).choice(5, 5, replace=False))
+    assert ids == list(range(5))  # every view of the object, in a random order
+    lat = item["latents"].numpy()
+    got = ds.bank_targets(lat[:-1], lat[1:])  # vectorised over 4 consecutive pairs
+    for j in range(4):
+        want = probe_targets(lat[j:j + 2])
+        for k, v in want.items():
+            np.testing.assert_allclose(got[k][j], v, atol=1e-6)
+    pair = ds[1]
+    np.testing.assert_allclose(ds.bank_targets(pair["latents"][:1].numpy(), pair["latents"][1:].numpy())["rotation"][0],
+                               pair["targets"]["rotation"].numpy(), atol=1e-6)
+
+
 def test_sampling_is_a_function_of_seed_epoch_index(tree):
     ds = ThreeDIEBench(tree, "train", num_views=3, image_size=16)
     a, b = ds[2]["actions"], ds[2]["actions"]

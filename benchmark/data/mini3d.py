@@ -1,8 +1,9 @@
 """3diebench-mini: a procedurally rendered stand-in for 3DIEBench, written in its official layout.
 
 Each class is a distinct 3D shape built from a few primitives (boxes, cylinders, spheres, tori,
-capsules) whose proportions vary per object; each object gets its own random colour, so class
-identity is carried by shape alone. Every view draws, as 3DIEBench does (C.1): Euler angles
+capsules) whose proportions vary per object; each object gets its own random colours (three
+materials spread over its primitives), so class identity is carried by shape alone while the
+colour layout turns with the object. Every view draws, as 3DIEBench does (C.1): Euler angles
 U(-pi/2, pi/2) (extrinsic xyz), a floor hue, a spot light (theta U(0, pi/4), phi U(0, 2 pi), hue),
 and the image is sphere-traced in pure torch with a fixed camera (distance 2.5, theta pi/4) above
 a floor plane at z = -1. The tree (synset folders, ``image_k.jpg``, 7-float ``latent_k.npy``,
@@ -31,7 +32,7 @@ from tqdm import tqdm
 from benchmark.config import MiniConfig, to_dict
 from benchmark.errors import ConfigError
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2  # 2: one colour per primitive
 CLASS_NAMES = ["airplane", "chair", "table", "lamp", "mug", "car", "guitar", "sofa", "bottle", "tower"]
 SYNSET_BASE = 90000000  # synset-like 8-digit folder names, clearly not ShapeNet's
 
@@ -92,7 +93,12 @@ def _shape(cls: int, rng: np.random.Generator) -> list[tuple]:
 
 def _sdf(q: torch.Tensor, prims: list[tuple]) -> torch.Tensor:
     """Signed distance of points q (..., 3) in the object frame to the union of ``prims``."""
-    d = None
+    return _part_sdfs(q, prims).min(dim=-1).values
+
+
+def _part_sdfs(q: torch.Tensor, prims: list[tuple]) -> torch.Tensor:
+    """Signed distance of points q (..., 3) in the object frame to each primitive -> (..., P)."""
+    out = []
     for p in prims:
         kind = p[0]
         if kind == "box":
@@ -117,12 +123,23 @@ def _sdf(q: torch.Tensor, prims: list[tuple]) -> torch.Tensor:
             di = (q - a - h[..., None] * ba).norm(dim=-1) - p[3]
         else:
             raise ValueError(kind)
-        d = di if d is None else torch.minimum(d, di)
-    return d
+        out.append(di)
+    return torch.stack(out, dim=-1)
 
 
 def _hsv(h: float, s: float, v: float) -> torch.Tensor:
     return torch.tensor(colorsys.hsv_to_rgb(h % 1.0, s, v), dtype=torch.float32)
+
+
+MATERIALS = 3  # colours per object; primitive j wears colour j % MATERIALS
+
+
+def part_colours(rng: np.random.Generator) -> torch.Tensor:
+    """(MATERIALS, 3) albedos of one object (ShapeNet models carry per-part materials): hues spread
+    around a random base hue, saturation and value drawn per object. The colours say nothing about
+    the class, but their layout turns with the object, so a view shows its pose."""
+    h0, sat, val = rng.uniform(), rng.uniform(0.3, 0.75), rng.uniform(0.65, 0.95)
+    return torch.stack([_hsv(h0 + j / MATERIALS + rng.uniform(-0.08, 0.08), sat, val) for j in range(MATERIALS)])
 
 
 def _camera_rays(res: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -141,7 +158,10 @@ def _camera_rays(res: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def render_views(prims: list[tuple], albedo: torch.Tensor, latents: np.ndarray, res: int) -> np.ndarray:
-    """Sphere-trace one object under V latents (V, 7) -> uint8 images (V, res, res, 3)."""
+    """Sphere-trace one object under V latents (V, 7) -> uint8 images (V, res, res, 3).
+
+    ``albedo`` is (3,) for a single-coloured object or (P, 3), one colour per primitive.
+    """
     v = latents.shape[0]
     eye, dirs = _camera_rays(res)
     dirs = dirs.reshape(1, -1, 3).expand(v, -1, -1)  # (V, P, 3)
@@ -149,6 +169,8 @@ def render_views(prims: list[tuple], albedo: torch.Tensor, latents: np.ndarray, 
 
     def sdf_world(p: torch.Tensor) -> torch.Tensor:
         return _sdf(torch.einsum("vpi,vij->vpj", p, rot), prims)  # object frame q = R^T p
+
+    albedo = albedo.reshape(-1, 3)
 
     t = torch.full(dirs.shape[:2], 1.2)
     for _ in range(40):
@@ -159,6 +181,8 @@ def render_views(prims: list[tuple], albedo: torch.Tensor, latents: np.ndarray, 
     eps = 2e-3
     n = torch.stack([sdf_world(p + eps * e) - sdf_world(p - eps * e) for e in torch.eye(3)], dim=-1)
     n = n / n.norm(dim=-1, keepdim=True).clamp(min=1e-8)
+    part = _part_sdfs(torch.einsum("vpi,vij->vpj", p, rot), prims).argmin(dim=-1)  # (V, P): nearest primitive
+    colour = albedo[part % albedo.shape[0]]  # (V, P, 3)
     # Floor plane z = -1 and the background sky.
     t_floor = (-1.0 - eye[2]) / dirs[..., 2]
     floor = (t_floor > 0) & ~hit
@@ -174,7 +198,7 @@ def render_views(prims: list[tuple], albedo: torch.Tensor, latents: np.ndarray, 
         ldir = ldir / ldir.norm(dim=-1, keepdim=True)
         diffuse = (n[k] * ldir).sum(-1).clamp(min=0)
         head = ((n[k] * -dirs[k]).sum(-1)).clamp(min=0)  # camera fill light keeps the silhouette legible
-        obj_col = albedo * (0.25 + 0.35 * head[:, None] + 1.1 * diffuse[:, None] * spot)
+        obj_col = colour[k] * (0.25 + 0.35 * head[:, None] + 1.1 * diffuse[:, None] * spot)
         pf = eye + t_floor[k, :, None] * dirs[k]
         lf = light - pf
         lambert = (lf[:, 2] / lf.norm(dim=-1)).clamp(min=0)
@@ -223,7 +247,7 @@ def generate(cfg: MiniConfig, cache_dir: Path | None = None, progress: bool = Tr
                 rng = np.random.default_rng([cfg.seed, c, i])
                 obj = f"{CLASS_NAMES[c]}{i:04d}"
                 prims = _shape(c, rng)
-                albedo = _hsv(rng.uniform(), rng.uniform(0.2, 0.7), rng.uniform(0.6, 0.95))
+                albedo = part_colours(rng)
                 lat = sample_latents(rng, cfg.views)
                 imgs = render_views(prims, albedo, lat, cfg.resolution)
                 d = tmp / "3DIEBench" / synset / obj
