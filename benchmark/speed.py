@@ -35,7 +35,7 @@ from benchmark.config import to_dict
 from benchmark.data.base import collate
 from benchmark.distributed import wrap
 from benchmark.errors import SeqbenchError, user_message
-from benchmark.fastpath import FastPaths, all_on, count_host_syncs
+from benchmark.fastpath import FastPaths, all_on, count_host_syncs, keep_host_memory
 from benchmark.registry import METHODS, build_method, dataset_entry, resolve
 from benchmark.results import atomic_write_text
 from benchmark.run import pick_device
@@ -78,6 +78,9 @@ def measure_method(name: str, overrides: dict, steps: int, warmup: int, amp: boo
     """Median images/s of ``name``'s training step and of the bare backbone on the same views."""
     cfg = resolve({**overrides, "method": name})
     device = pick_device(cfg.device)
+    if device.type == "cpu":
+        keep_host_memory()  # as the training loop does
+
     fast = fast_paths(fast_mode, cfg, device, amp)
     method, spec = build_method(cfg)
     fast.module(method.to(device).train())

@@ -31,7 +31,7 @@ from benchmark import distributed
 from benchmark.config import RunConfig, to_dict
 from benchmark.data.base import SequenceDataset, collate, to_batch
 from benchmark.errors import SeqbenchError
-from benchmark.fastpath import FastPaths
+from benchmark.fastpath import FastPaths, keep_host_memory
 from methods.components import warmup_cosine
 from methods.contract import Method
 
@@ -174,6 +174,8 @@ def train(cfg: RunConfig, method: Method, dataset: SequenceDataset, run_dir: Pat
         set_rng_state(rngs[env.rank % len(rngs)], device)
     elif env.rank > 0:
         torch.manual_seed(cfg.seed + 7919 * env.rank)  # same weights (built before), own dropout masks
+    if device.type == "cpu":
+        keep_host_memory()  # no page faults per step for the activations (benchmark/fastpath.py)
     fast = FastPaths.from_config(cfg, device)  # channels_last, fused optimiser, compile (after the checkpoint)
     fast.module(method)
     fast.optimizer(opt)
