@@ -135,7 +135,7 @@ DATASETS: dict[str, DatasetEntry] = {
     ),
     # Generated stand-ins in the official formats. Views are smaller than the formats' native sizes (the CIFAR
     # stem at 32 px costs 4x a 64 px ImageNet-stem view on a CPU) so that each default run costs about as much
-    # as 3diebench-mini's: ~240 steps of batch 32.
+    # as 3diebench-mini's (216 steps of batch 32): ~240 steps of batch 32.
     "cifar100-mini": DatasetEntry(
         image_mini.mini_build("cifar100"), image_mini.mini_spec("cifar100"),
         defaults=_image_mini_defaults(image_size=16, seq_len=3, epochs=12),
