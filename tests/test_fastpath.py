@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import platform
 
 import pytest
 import torch
@@ -127,3 +128,18 @@ def test_compiled_step_matches_eager():
     ref = losses(FastPaths(), cfg, base, batch, steps=1)
     assert losses(FastPaths(compile=True, compile_backend="eager"), cfg, base, batch, steps=1) == pytest.approx(
         ref, rel=1e-6)
+
+
+@pytest.mark.skipif(not platform.libc_ver()[0] == "glibc", reason="mallopt tuning is glibc-only")
+def test_keep_host_memory_applies_on_glibc_and_training_still_matches():
+    """The allocator switch is accepted by glibc, and a step after it computes the same loss."""
+    cfg = resolve({"method": "seqjepa", "dataset": "3diebench-mini", "data": {"image_size": 32}})
+    torch.manual_seed(0)
+    method, spec = build_method(cfg)
+    batch = fake_batch(4, 4, 32, spec.action_dim, spec.num_classes, torch.device("cpu"))
+    method.train()
+    torch.manual_seed(1)  # the same dropout masks for both steps
+    before = float(method.training_step(batch).loss)
+    assert fastpath.keep_host_memory() is True
+    torch.manual_seed(1)
+    assert float(method.training_step(batch).loss) == pytest.approx(before, abs=1e-6)
