@@ -32,7 +32,7 @@ from tqdm import tqdm
 from benchmark.config import MiniConfig, to_dict
 from benchmark.errors import ConfigError
 
-GENERATOR_VERSION = 2  # 2: one colour per primitive
+GENERATOR_VERSION = 2  # 2: three materials per object over its primitives
 CLASS_NAMES = ["airplane", "chair", "table", "lamp", "mug", "car", "guitar", "sofa", "bottle", "tower"]
 SYNSET_BASE = 90000000  # synset-like 8-digit folder names, clearly not ShapeNet's
 
@@ -89,11 +89,6 @@ def _shape(cls: int, rng: np.random.Generator) -> list[tuple]:
         return [("box", (0, 0, -0.5), (a, a, 0.18)), ("box", (0.1, 0, -0.1), (0.7 * a, 0.7 * a, 0.2)),
                 ("box", (0.2, 0.05, 0.3), (0.4 * a, 0.4 * a, 0.22))]
     raise ValueError(f"no shape class {cls}")
-
-
-def _sdf(q: torch.Tensor, prims: list[tuple]) -> torch.Tensor:
-    """Signed distance of points q (..., 3) in the object frame to the union of ``prims``."""
-    return _part_sdfs(q, prims).min(dim=-1).values
 
 
 def _part_sdfs(q: torch.Tensor, prims: list[tuple]) -> torch.Tensor:
@@ -160,29 +155,31 @@ def _camera_rays(res: int) -> tuple[torch.Tensor, torch.Tensor]:
 def render_views(prims: list[tuple], albedo: torch.Tensor, latents: np.ndarray, res: int) -> np.ndarray:
     """Sphere-trace one object under V latents (V, 7) -> uint8 images (V, res, res, 3).
 
-    ``albedo`` is (3,) for a single-coloured object or (P, 3), one colour per primitive.
+    ``albedo`` is (3,) for a single-coloured object or (M, 3) materials: primitive j wears material j % M.
     """
     v = latents.shape[0]
     eye, dirs = _camera_rays(res)
-    dirs = dirs.reshape(1, -1, 3).expand(v, -1, -1)  # (V, P, 3)
+    dirs = dirs.reshape(1, -1, 3).expand(v, -1, -1)  # (V, pixels, 3)
     rot = torch.from_numpy(Rotation.from_euler("xyz", latents[:, :3]).as_matrix()).float()  # (V, 3, 3)
 
-    def sdf_world(p: torch.Tensor) -> torch.Tensor:
-        return _sdf(torch.einsum("vpi,vij->vpj", p, rot), prims)  # object frame q = R^T p
+    def part_sdfs(p: torch.Tensor) -> torch.Tensor:
+        return _part_sdfs(torch.einsum("vpi,vij->vpj", p, rot), prims)  # object frame q = R^T p
 
-    albedo = albedo.reshape(-1, 3)
+    def sdf_world(p: torch.Tensor) -> torch.Tensor:
+        return part_sdfs(p).min(dim=-1).values
 
     t = torch.full(dirs.shape[:2], 1.2)
     for _ in range(40):
         d = sdf_world(eye + t[..., None] * dirs)
         t = (t + 0.9 * d).clamp(max=6.0)
     p = eye + t[..., None] * dirs
-    hit = sdf_world(p).abs() < 0.01
+    parts = part_sdfs(p)  # (V, pixels, primitives) at the surface points: hit test and nearest primitive
+    hit = parts.min(dim=-1).values.abs() < 0.01
     eps = 2e-3
     n = torch.stack([sdf_world(p + eps * e) - sdf_world(p - eps * e) for e in torch.eye(3)], dim=-1)
     n = n / n.norm(dim=-1, keepdim=True).clamp(min=1e-8)
-    part = _part_sdfs(torch.einsum("vpi,vij->vpj", p, rot), prims).argmin(dim=-1)  # (V, P): nearest primitive
-    colour = albedo[part % albedo.shape[0]]  # (V, P, 3)
+    albedo = albedo.reshape(-1, 3)
+    colour = albedo[parts.argmin(dim=-1) % albedo.shape[0]]  # (V, pixels, 3)
     # Floor plane z = -1 and the background sky.
     t_floor = (-1.0 - eye[2]) / dirs[..., 2]
     floor = (t_floor > 0) & ~hit
