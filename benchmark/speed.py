@@ -80,7 +80,6 @@ def measure_method(name: str, overrides: dict, steps: int, warmup: int, amp: boo
     device = pick_device(cfg.device)
     if device.type == "cpu":
         keep_host_memory()  # as the training loop does
-
     fast = fast_paths(fast_mode, cfg, device, amp)
     method, spec = build_method(cfg)
     fast.module(method.to(device).train())

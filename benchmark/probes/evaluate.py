@@ -22,7 +22,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from benchmark.config import RunConfig
+from benchmark.config import ProbeConfig, RunConfig
 from benchmark.data.base import SequenceDataset, collate
 from benchmark.probes import bank
 from benchmark.probes.heads import linear_probe, regression_probe
@@ -83,15 +83,8 @@ def evaluate(method: Method, cfg: RunConfig, train_ds: SequenceDataset, val_ds: 
         bva = bank.extract_bank(method, val_ds, p.bank_views, p.batch_size, device, nw, "view bank (val)", progress)
         for r in tr["view"]:
             per_rep[r] = bank.bank_probes(btr, bva, train_ds, r, n_cls, p, seed, device)
-    for r, x in ({} if use_bank else tr["view"]).items():
-        xv = va["view"][r]
-        d: dict = {"top1": linear_probe(x[:, 0], tr["label"], xv[:, 0], va["label"], n_cls, p, seed, device)}
-        for t in train_ds.probe_targets:
-            f_tr = x.flatten(1) if t.kind == "pair" else x[:, 0]
-            f_va = xv.flatten(1) if t.kind == "pair" else xv[:, 0]
-            u, g = regression_probe(f_tr, tr["targets"][t.name], f_va, va["targets"][t.name], t.head, p, seed, device)
-            d[f"{t.name}_r2"], d[f"{t.name}_r2_global"] = u, g
-        per_rep[r] = d
+    else:
+        per_rep.update(_sample_view_probes(tr, va, train_ds, n_cls, p, seed, device))
     for r, by_len in tr["seq"].items():
         accs = {str(m): linear_probe(by_len[m], tr["label"], va["seq"][r][m], va["label"], n_cls, p, seed, device)
                 for m in lens}
@@ -104,6 +97,22 @@ def evaluate(method: Method, cfg: RunConfig, train_ds: SequenceDataset, val_ds: 
     # Datasets with a path_composition and methods with a sequence representation only (else {}).
     metrics.update(path_integration(method, cfg, train_ds, val_ds, device))
     return metrics
+
+
+def _sample_view_probes(tr: dict, va: dict, ds: SequenceDataset, n_cls: int, p: ProbeConfig, seed: int,
+                        device: torch.device) -> dict[str, dict]:
+    """View representations probed on the fixed sampled sequences (views 0 and 1 of each)."""
+    out: dict[str, dict] = {}
+    for r, x in tr["view"].items():
+        xv = va["view"][r]
+        d: dict = {"top1": linear_probe(x[:, 0], tr["label"], xv[:, 0], va["label"], n_cls, p, seed, device)}
+        for t in ds.probe_targets:
+            f_tr = x.flatten(1) if t.kind == "pair" else x[:, 0]
+            f_va = xv.flatten(1) if t.kind == "pair" else xv[:, 0]
+            u, g = regression_probe(f_tr, tr["targets"][t.name], f_va, va["targets"][t.name], t.head, p, seed, device)
+            d[f"{t.name}_r2"], d[f"{t.name}_r2_global"] = u, g
+        out[r] = d
+    return out
 
 
 def headline(method: Method, per_rep: dict, ds: SequenceDataset, n_val: int, n_train: int) -> dict:
