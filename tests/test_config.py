@@ -40,6 +40,12 @@ def test_value_checks():
         resolve({"method": "sjepa"})
     with pytest.raises(ConfigError, match="unknown dataset 'imagenet'; valid datasets: .*3diebench"):
         resolve({"dataset": "imagenet"})
+    with pytest.raises(ConfigError, match=r"probe.bank_views must be 0 \(every view of an object\) or >= 2, got 1"):
+        resolve({"probe": {"bank_views": 1}})
+    with pytest.raises(ConfigError, match="probe.bank_draws must be >= 1, got 0"):
+        resolve({"probe": {"bank_draws": 0}})
+    with pytest.raises(ConfigError, match="probe.view_protocol"):
+        resolve({"probe": {"view_protocol": "fresh"}})
 
 
 def test_set_parsing_is_nested_and_typed():
