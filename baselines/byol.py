@@ -21,8 +21,8 @@ import torch
 from lightly.loss import NegativeCosineSimilarity
 from torch import Tensor
 
-from baselines.common import Backbone, BaselineMethod, ViewSequence, mlp_head
-from methods.components import BackboneName, ema_tau, ema_update, make_target
+from baselines.common import Backbone, BaselineMethod, ViewSequence
+from methods.components import BackboneName, ema_tau, ema_update, make_target, mlp
 from methods.contract import DataSpec, StepOutput
 
 
@@ -40,14 +40,12 @@ class BYOL(BaselineMethod):
     Config = BYOLConfig
 
     def __init__(self, cfg: BYOLConfig, spec: DataSpec, backbone: Backbone | None = None) -> None:
-        super().__init__()
         if not 0.0 <= cfg.ema_decay <= 1.0:
             raise ValueError(f"model.ema_decay must be in [0, 1], got {cfg.ema_decay}")
-        self.cfg, self.spec = cfg, spec
-        self.backbone = backbone if backbone is not None else Backbone(spec, name=cfg.backbone)
-        self.projector = mlp_head([self.backbone.dim, cfg.proj_hidden, cfg.proj_dim],
-                                  last_bias=False, last_bn=True, last_bn_affine=False)
-        self.predictor = mlp_head([cfg.proj_dim, cfg.pred_hidden, cfg.proj_dim])
+        super().__init__(cfg, spec, backbone)
+        self.projector = mlp([self.backbone.dim, cfg.proj_hidden, cfg.proj_dim],
+                             last_bias=False, last_bn=True, last_bn_affine=False)
+        self.predictor = mlp([cfg.proj_dim, cfg.pred_hidden, cfg.proj_dim])
         self.target_backbone = make_target(self.backbone)
         self.target_projector = make_target(self.projector)
         self.neg_cos = NegativeCosineSimilarity()

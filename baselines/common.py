@@ -1,4 +1,5 @@
-"""Blocks shared by the baseline adapters: a swappable backbone, MLP heads, the VICReg terms.
+"""Blocks shared by the baseline adapters: the encoder-only base class, a swappable backbone, the VICReg
+terms and the cross-rank gather of the batch-statistics losses.
 
 Every baseline owns a :class:`Backbone`. For the two-view baselines it is the ResNet-18 alone
 (image (B, C, H, W) -> (B, 512)); the "+tx" variants (``baselines/tx.py``) hand the same adapter a
@@ -10,14 +11,15 @@ adapter serves both without knowing which it got.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
+import torch.distributed as dist
 from lightly.loss.vicreg_loss import covariance_loss, invariance_loss, variance_loss
-from lightly.models.modules.heads import ProjectionHead
+from lightly.utils.dist import gather
 from torch import Tensor, nn
 
-from methods.components import build_backbone, encode_views
+from methods.components import build_backbone, check_actions, encode_views
 from methods.contract import Batch, DataSpec, Method, Representation, RepRole, StepOutput
 
 # Two-view baselines are probed on the 512-d encoder output only (seq-JEPA models.py add_probes:
@@ -59,21 +61,17 @@ class Backbone(nn.Module):
         return self.aggregator(encode_views(self.encoder, x.views), x.actions)
 
 
-def mlp_head(dims: list[int], *, hidden_bias: bool = False, last_bias: bool = True,
-             last_bn: bool = False, last_bn_affine: bool = True) -> ProjectionHead:
-    """Linear-BN-ReLU blocks then a last Linear (+ optional BN), as lightly ``ProjectionHead`` blocks.
+def gather_rows(x: Tensor) -> Tensor:
+    """``x`` (b, ...) of every data-parallel rank, concatenated in rank order (N b, ...); ``x`` itself
+    without a process group.
 
-    ``dims`` [d0, ..., dn]; the bias flags are explicit because upstream heads differ (VICReg keeps
-    biases before BN, SimCLR/BYOL drop them) and lightly's default ties bias to the absence of BN.
+    lightly's ``GatherLayer``: the backward pass sums the gradient over ranks and returns each rank its
+    rows, so with DDP's gradient averaging the update equals the single-process one on the global batch
+    (as SIE's ``FullGatherLayer``, ``facebookresearch/SIE:src/models.py`` 1688-1704).
     """
-    blocks: list[tuple[int, int, nn.Module | None, nn.Module | None, bool]] = []
-    for i, (a, b) in enumerate(zip(dims[:-1], dims[1:], strict=True)):
-        if i < len(dims) - 2:
-            blocks.append((a, b, nn.BatchNorm1d(b), nn.ReLU(inplace=True), hidden_bias))
-        else:
-            norm = nn.BatchNorm1d(b, affine=last_bn_affine) if last_bn else None
-            blocks.append((a, b, norm, None, last_bias))
-    return ProjectionHead(blocks)
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return x
+    return torch.cat(gather(x), dim=0)
 
 
 def vicreg_terms(za: Tensor, zb: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -81,8 +79,13 @@ def vicreg_terms(za: Tensor, zb: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     ``facebookresearch/vicreg:main_vicreg.py`` VICReg.forward (also lightly ``VICRegLoss``):
     MSE(za, zb); mean hinge(1 - sqrt(var + 1e-4)) averaged over both branches; sum of squared
     off-diagonal covariances / D, summed over both branches. Weighting is left to the caller.
+
+    Under data parallelism the variance and covariance terms see the global batch (:func:`gather_rows`,
+    as main_vicreg.py, seq-JEPA's ``gather_from_all`` and lightly ``VICRegLoss(gather_distributed=True)``);
+    the invariance term is per-sample, so DDP's averaging of the ranks' means already gives the global mean.
     """
     inv = invariance_loss(za, zb)
+    za, zb = gather_rows(za), gather_rows(zb)
     var = 0.5 * (variance_loss(za) + variance_loss(zb))
     cov = covariance_loss(za) + covariance_loss(zb)
     return inv, var, cov
@@ -95,33 +98,59 @@ def check_views(name: str, views: Tensor, need: int) -> Tensor:
     return views
 
 
-class BaselineMethod(Method):
-    """Shared part of the baselines: probes read the encoder output of every view.
+class EncoderMethod(Method):
+    """Base of the baselines whose only representation is the ResNet output of each view.
 
-    Subclasses build ``self.backbone`` (a :class:`Backbone`) and either implement
-    :meth:`pair_loss` (two-view methods: the default ``training_step`` applies it to views 0 and 1,
-    and ``baselines/tx.py`` can wrap them) or override ``training_step``.
+    seq-JEPA's baseline protocol (``hafezgh/seq-jepa:seq-jepa/src/models.py`` ``add_probes``): every probe
+    reads the per-view encoder output (classifier on one view, regressors on the concatenation of two), so
+    every headline metric reads ``encoder``. Subclasses keep their ResNet at ``self.encoder`` or override
+    :meth:`encoder_module`; ``role`` says what the representation is trained to be.
     """
 
-    Config: ClassVar[type]  # frozen dataclass of the method's options (registry: ``model.*``)
-    headline = ENCODER_HEADLINE
+    headline: ClassVar[dict[str, str]] = ENCODER_HEADLINE
     role: ClassVar[RepRole] = "invariant"
+
+    @property
+    def encoder_dim(self) -> int:
+        return int(self.encoder_module().out_dim)
+
+    def representations(self) -> list[Representation]:
+        return [Representation("encoder", self.encoder_dim, "view", self.role)]
+
+    @torch.no_grad()
+    def encode(self, views: Tensor, actions: Tensor | None = None) -> dict[str, Tensor]:
+        return {"encoder": encode_views(self.encoder_module(), views)}
+
+    def batch_views(self, batch: Batch, need: int) -> Tensor:
+        """``batch.views`` (B, >= need, C, H, W), or a ValueError naming the method."""
+        return check_views(self.name, batch.views, need)
+
+    def batch_actions(self, batch: Batch) -> Tensor:
+        """``batch.actions`` checked against the spec's action width and the batch's view count."""
+        return check_actions(self.name, batch.actions, self.spec.action_dim, batch.views.shape[1])
+
+
+class BaselineMethod(EncoderMethod):
+    """An :class:`EncoderMethod` whose ResNet sits in a swappable :class:`Backbone` (``self.backbone``).
+
+    Subclasses implement :meth:`pair_loss` (two-view methods: the default ``training_step`` applies it to
+    views 0 and 1, and ``baselines/tx.py`` hands them a backbone that ends in a sequence aggregator) or
+    override ``training_step``.
+    """
+
     backbone: Backbone
+
+    def __init__(self, cfg: Any, spec: DataSpec, backbone: Backbone | None = None) -> None:
+        super().__init__(cfg, spec)
+        self.backbone = backbone if backbone is not None else Backbone(spec, name=cfg.backbone)
 
     def pair_loss(self, x1: Tensor | ViewSequence, x2: Tensor | ViewSequence) -> StepOutput:
         """The method's loss between two backbone inputs (images or view sequences)."""
         raise NotImplementedError(f"{self.name} has no action-free two-view loss")
 
     def training_step(self, batch: Batch) -> StepOutput:
-        views = check_views(self.name, batch.views, 2)
+        views = self.batch_views(batch, 2)
         return self.pair_loss(views[:, 0], views[:, 1])
-
-    def representations(self) -> list[Representation]:
-        return [Representation("encoder", self.backbone.encoder_dim, "view", self.role)]
-
-    @torch.no_grad()
-    def encode(self, views: Tensor, actions: Tensor | None = None) -> dict[str, Tensor]:
-        return {"encoder": encode_views(self.backbone.encoder, views)}
 
     def encoder_module(self) -> nn.Module:
         return self.backbone.encoder

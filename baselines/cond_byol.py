@@ -21,8 +21,8 @@ from dataclasses import dataclass
 import torch
 from lightly.loss import NegativeCosineSimilarity
 
-from baselines.common import Backbone, BaselineMethod, check_views, mlp_head
-from methods.components import ActionEmbedding, BackboneName, check_actions, ema_tau, ema_update, make_target
+from baselines.common import BaselineMethod
+from methods.components import ActionEmbedding, BackboneName, ema_tau, ema_update, make_target, mlp
 from methods.contract import Batch, DataSpec, StepOutput
 
 
@@ -42,25 +42,22 @@ class CondBYOL(BaselineMethod):
     role = "equivariant"  # Table 1 lists it among the equivariant methods
 
     def __init__(self, cfg: CondBYOLConfig, spec: DataSpec) -> None:
-        super().__init__()
         if spec.action_dim <= 0:
             raise ValueError("cond-byol conditions its predictor on actions; use a dataset with actions")
         if not 0.0 <= cfg.ema_decay <= 1.0:
             raise ValueError(f"model.ema_decay must be in [0, 1], got {cfg.ema_decay}")
-        self.cfg, self.spec = cfg, spec
+        super().__init__(cfg, spec)
         self.uses_actions = True
-        self.backbone = Backbone(spec, name=cfg.backbone)
-        self.projector = mlp_head([self.backbone.dim, cfg.proj_hidden, cfg.proj_dim],
-                                  last_bias=False, last_bn=True, last_bn_affine=False)
+        self.projector = mlp([self.backbone.dim, cfg.proj_hidden, cfg.proj_dim],
+                             last_bias=False, last_bn=True, last_bn_affine=False)
         self.action_emb = ActionEmbedding(spec.action_dim, cfg.action_emb_dim)
-        self.predictor = mlp_head([cfg.action_emb_dim + cfg.proj_dim, cfg.pred_hidden, cfg.proj_dim])
+        self.predictor = mlp([cfg.action_emb_dim + cfg.proj_dim, cfg.pred_hidden, cfg.proj_dim])
         self.target_backbone = make_target(self.backbone)
         self.target_projector = make_target(self.projector)
         self.neg_cos = NegativeCosineSimilarity()
 
     def training_step(self, batch: Batch) -> StepOutput:
-        views = check_views(self.name, batch.views, 2)
-        actions = check_actions(self.name, batch.actions, self.spec.action_dim, views.shape[1])
+        views, actions = self.batch_views(batch, 2), self.batch_actions(batch)
         y1 = self.projector(self.backbone(views[:, 0]))
         pred = self.predictor(torch.cat([self.action_emb(actions[:, 0]), y1], dim=1))
         with torch.no_grad():

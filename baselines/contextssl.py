@@ -182,7 +182,7 @@ class ContextSSL(Method):
     headline = {"top1": "encoder", "rotation_r2": "encoder", "color_r2": "encoder"}
 
     def __init__(self, cfg: ContextSSLConfig, spec: DataSpec) -> None:
-        super().__init__()
+        super().__init__(cfg, spec)
         a = spec.action_dim
         if a <= 0:
             raise ValueError("contextssl builds its context from actions; use a dataset with actions (action_dim > 0)")

@@ -23,13 +23,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from torch import Tensor
 
+from baselines.common import EncoderMethod
 from methods.components import (
     ActionEmbedding,
     BackboneName,
     build_backbone,
-    check_actions,
     cosine_loss,
     ema_tau,
     ema_update,
@@ -37,7 +36,7 @@ from methods.components import (
     make_target,
     mlp,
 )
-from methods.contract import Batch, DataSpec, Method, Representation, StepOutput
+from methods.contract import Batch, DataSpec, StepOutput
 
 
 @dataclass(frozen=True)
@@ -50,23 +49,22 @@ class ConvIJEPAConfig:
     backbone: BackboneName = "resnet18"  # model.backbone (methods/components.py BACKBONE_DIMS)
 
 
-class ConvIJEPA(Method):
+class ConvIJEPA(EncoderMethod):
     name = "conv-ijepa"
     Config = ConvIJEPAConfig
-    headline = {"top1": "encoder", "rotation_r2": "encoder", "color_r2": "encoder"}
+    role = "both"
     uses_actions = True
 
     def __init__(self, cfg: ConvIJEPAConfig, spec: DataSpec) -> None:
-        super().__init__()
         if spec.action_dim <= 0:
             raise ValueError("conv-ijepa predicts from the action to the target view; use a dataset with actions")
         if not 0.0 <= cfg.ema_decay <= 1.0:
             raise ValueError(f"model.ema_decay must be in [0, 1], got {cfg.ema_decay}")
-        self.cfg, self.spec = cfg, spec
+        super().__init__(cfg, spec)
         self.encoder = build_backbone(cfg.backbone, spec.small_images)
         self.dim: int = self.encoder.out_dim
         self.projector = mlp([self.dim, cfg.proj_hidden, cfg.proj_dim], last_bn=True, last_bn_affine=False,
-                             bias_last=False)
+                             last_bias=False)
         self.target_encoder = make_target(self.encoder)
         self.target_projector = make_target(self.projector)
         self.action_emb = ActionEmbedding(spec.action_dim, cfg.action_emb_dim)
@@ -75,16 +73,11 @@ class ConvIJEPA(Method):
     def views_needed(self, seq_len: int) -> int:
         return seq_len + 1  # M observations + 1 target, as seq-JEPA
 
-    def representations(self) -> list[Representation]:
-        return [Representation("encoder", self.dim, "view", "both")]
-
     def training_step(self, batch: Batch) -> StepOutput:
-        views = batch.views
+        views = self.batch_views(batch, 2)
         b, v = views.shape[:2]
         m = v - 1
-        if m < 1:
-            raise ValueError(f"conv-ijepa needs at least 2 views per sample, got {v}")
-        actions = check_actions(self.name, batch.actions, self.spec.action_dim, v)
+        actions = self.batch_actions(batch)
         # a_{i -> M+1} = a_i + ... + a_M (reverse cumulative sum over the consecutive actions).
         to_target = actions.flip(1).cumsum(1).flip(1)  # (B, M, A)
         y = self.projector(encode_views(self.encoder, views[:, :m]).flatten(0, 1)).unflatten(0, (b, m))
@@ -96,10 +89,6 @@ class ConvIJEPA(Method):
             loss = loss + cosine_loss(pred, target)
         loss = loss / m
         return StepOutput(loss, {"loss": float(loss.detach())})
-
-    @torch.no_grad()
-    def encode(self, views: Tensor, actions: Tensor | None = None) -> dict[str, Tensor]:
-        return {"encoder": encode_views(self.encoder, views)}
 
     def on_step_end(self, step: int, total_steps: int) -> None:
         tau = ema_tau(step, total_steps, self.cfg.ema_decay)

@@ -25,8 +25,9 @@ import torch
 from lightly.loss import NTXentLoss
 from torch import Tensor
 
-from methods.components import ActionEmbedding, BackboneName, build_backbone, check_actions, encode_views, mlp
-from methods.contract import Batch, DataSpec, Method, Representation, StepOutput
+from baselines.common import EncoderMethod
+from methods.components import ActionEmbedding, BackboneName, build_backbone, mlp
+from methods.contract import Batch, DataSpec, StepOutput
 
 
 @dataclass(frozen=True)
@@ -52,47 +53,42 @@ class EquiModConfig:
 
 def equimod_loss(z_x: Tensor, z_y: Tensor, pred_y: Tensor, e_y: Tensor, temperature_inv: float,
                  temperature_equi: float, equi_factor: float) -> tuple[Tensor, Tensor, Tensor]:
-    """(total, invariant term, equivariant term) from (B, D) embeddings; seq-JEPA ``SimCLREquiMod.forward``."""
-    loss_inv = NTXentLoss(temperature=temperature_inv)(z_x, z_y)
-    loss_equi = NTXentLoss(temperature=temperature_equi)(pred_y, e_y)
+    """(total, invariant term, equivariant term) from (B, D) embeddings; seq-JEPA ``SimCLREquiMod.forward``.
+
+    Negatives come from every data-parallel rank (seq-JEPA gathers them when distributed).
+    """
+    loss_inv = NTXentLoss(temperature=temperature_inv, gather_distributed=True)(z_x, z_y)
+    loss_equi = NTXentLoss(temperature=temperature_equi, gather_distributed=True)(pred_y, e_y)
     return loss_inv + equi_factor * loss_equi, loss_inv, loss_equi
 
 
-class EquiMod(Method):
+class EquiMod(EncoderMethod):
     name = "equimod"
     Config = EquiModConfig
-    # seq-JEPA's baseline protocol: every probe reads the 512-d encoder output (baselines.md D.4).
-    headline = {"top1": "encoder", "rotation_r2": "encoder", "color_r2": "encoder"}
+    role = "both"
 
     def __init__(self, cfg: EquiModConfig, spec: DataSpec) -> None:
-        super().__init__()
         if spec.action_dim <= 0:
             raise ValueError("equimod conditions its predictor on the action; use a dataset with actions "
                              "(action_dim > 0)")
-        self.cfg, self.spec = cfg, spec
+        super().__init__(cfg, spec)
         self.uses_actions = True
         self.encoder = build_backbone(cfg.backbone, spec.small_images)
         self.dim: int = self.encoder.out_dim
         # Projectors: Linear(no bias)-BN-ReLU x2, Linear(no bias), BN(affine=False) (seq-JEPA / official).
-        head = dict(last_bn=True, last_bn_affine=False, bias_last=False)
+        head = dict(last_bn=True, last_bn_affine=False, last_bias=False)
         self.projector_inv = mlp([self.dim, cfg.proj_hidden, cfg.proj_hidden, cfg.inv_dim], **head)
         self.projector_equi = mlp([self.dim, cfg.proj_hidden, cfg.proj_hidden, cfg.equi_dim], **head)
         self.action_emb = ActionEmbedding(spec.action_dim, cfg.action_emb_dim)
         # Predictor "one" (official --predictor_eq_layers one): a single Linear + BN(affine=False).
         self.predictor = mlp([cfg.action_emb_dim + cfg.equi_dim, cfg.equi_dim], **head)
 
-    def representations(self) -> list[Representation]:
-        return [Representation("encoder", self.dim, "view", "both")]
-
     def predict(self, h_x: Tensor, action: Tensor) -> Tensor:
         """Equivariant prediction e^_y (B, equi_dim) from encodings h_x (B, 512) and actions (B, A)."""
         return self.predictor(torch.cat([self.action_emb(action), self.projector_equi(h_x)], dim=1))
 
     def training_step(self, batch: Batch) -> StepOutput:
-        views = batch.views
-        if views.shape[1] < 2:
-            raise ValueError(f"equimod needs 2 views per sample, got {views.shape[1]}")
-        action = check_actions(self.name, batch.actions, self.spec.action_dim, views.shape[1])[:, 0]
+        views, action = self.batch_views(batch, 2), self.batch_actions(batch)[:, 0]
         # Views 0 and 1 in two encoder calls, as upstream: BatchNorm statistics are per view.
         h_x, h_y = self.encoder(views[:, 0]), self.encoder(views[:, 1])
         loss, l_inv, l_equi = equimod_loss(self.projector_inv(h_x), self.projector_inv(h_y), self.predict(h_x, action),
@@ -100,7 +96,3 @@ class EquiMod(Method):
                                            self.cfg.temperature_equi, self.cfg.equi_factor)
         return StepOutput(loss, {"loss": float(loss.detach()), "loss_inv": float(l_inv.detach()),
                                  "loss_equi": float(l_equi.detach())})
-
-    @torch.no_grad()
-    def encode(self, views: Tensor, actions: Tensor | None = None) -> dict[str, Tensor]:
-        return {"encoder": encode_views(self.encoder, views)}

@@ -22,8 +22,9 @@ import torch
 from lightly.loss import NTXentLoss
 from torch import Tensor
 
-from methods.components import ActionEmbedding, BackboneName, build_backbone, check_actions, encode_views, mlp
-from methods.contract import Batch, DataSpec, Method, Representation, StepOutput
+from baselines.common import EncoderMethod
+from methods.components import ActionEmbedding, BackboneName, build_backbone, mlp
+from methods.contract import Batch, DataSpec, StepOutput
 
 
 @dataclass(frozen=True)
@@ -42,46 +43,35 @@ class SENConfig:
 
 
 def sen_loss(pred_y: Tensor, e_y: Tensor, temperature: float) -> Tensor:
-    """NT-Xent between predicted and true embeddings of the second view, (B, D) each."""
-    return NTXentLoss(temperature=temperature)(pred_y, e_y)
+    """NT-Xent between predicted and true embeddings of the second view, (B, D) each; negatives from every
+    data-parallel rank (seq-JEPA gathers them when distributed)."""
+    return NTXentLoss(temperature=temperature, gather_distributed=True)(pred_y, e_y)
 
 
-class SEN(Method):
+class SEN(EncoderMethod):
     name = "sen"
     Config = SENConfig
-    # seq-JEPA's baseline protocol: every probe reads the 512-d encoder output (baselines.md D.4).
-    headline = {"top1": "encoder", "rotation_r2": "encoder", "color_r2": "encoder"}
+    role = "equivariant"
 
     def __init__(self, cfg: SENConfig, spec: DataSpec) -> None:
-        super().__init__()
         if spec.action_dim <= 0:
             raise ValueError("sen conditions its predictor on the action; use a dataset with actions (action_dim > 0)")
-        self.cfg, self.spec = cfg, spec
+        super().__init__(cfg, spec)
         self.uses_actions = True
         self.encoder = build_backbone(cfg.backbone, spec.small_images)
         self.dim: int = self.encoder.out_dim
-        head = dict(last_bn=True, last_bn_affine=False, bias_last=False)
+        head = dict(last_bn=True, last_bn_affine=False, last_bias=False)
         self.projector = mlp([self.dim, cfg.proj_dim, cfg.proj_dim, cfg.proj_dim], **head)
         self.action_emb = ActionEmbedding(spec.action_dim, cfg.action_emb_dim)
         self.predictor = mlp([cfg.action_emb_dim + cfg.proj_dim, cfg.proj_dim], **head)
-
-    def representations(self) -> list[Representation]:
-        return [Representation("encoder", self.dim, "view", "equivariant")]
 
     def predict(self, h_x: Tensor, action: Tensor) -> Tensor:
         """Predicted embedding of the second view (B, proj_dim) from h_x (B, 512) and actions (B, A)."""
         return self.predictor(torch.cat([self.action_emb(action), self.projector(h_x)], dim=1))
 
     def training_step(self, batch: Batch) -> StepOutput:
-        views = batch.views
-        if views.shape[1] < 2:
-            raise ValueError(f"sen needs 2 views per sample, got {views.shape[1]}")
-        action = check_actions(self.name, batch.actions, self.spec.action_dim, views.shape[1])[:, 0]
+        views, action = self.batch_views(batch, 2), self.batch_actions(batch)[:, 0]
         # Views 0 and 1 in two encoder calls, as upstream: BatchNorm statistics are per view.
         h_x, h_y = self.encoder(views[:, 0]), self.encoder(views[:, 1])
         loss = sen_loss(self.predict(h_x, action), self.projector(h_y), self.cfg.temperature)
         return StepOutput(loss, {"loss": float(loss.detach())})
-
-    @torch.no_grad()
-    def encode(self, views: Tensor, actions: Tensor | None = None) -> dict[str, Tensor]:
-        return {"encoder": encode_views(self.encoder, views)}

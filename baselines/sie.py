@@ -30,8 +30,9 @@ import torch.nn.functional as F
 from lightly.loss.vicreg_loss import covariance_loss, variance_loss
 from torch import Tensor, nn
 
-from methods.components import BackboneName, backbone_dim, build_backbone, check_actions, encode_views, mlp
-from methods.contract import Batch, DataSpec, Method, Representation, StepOutput
+from baselines.common import EncoderMethod, gather_rows
+from methods.components import BackboneName, backbone_dim, build_backbone, encode_views, mlp
+from methods.contract import Batch, DataSpec, Representation, StepOutput
 
 
 @dataclass(frozen=True)
@@ -58,14 +59,21 @@ class SIEConfig:
 
 def sie_loss(x_inv: Tensor, y_inv: Tensor, x_equi: Tensor, y_equi: Tensor, pred_y_equi: Tensor, sim_coeff: float,
              std_coeff: float, cov_coeff: float, equi_factor: float) -> tuple[Tensor, dict[str, Tensor]]:
-    """SIE's loss from projected (B, D_inv) / (B, D_equi) embeddings; returns (total, terms)."""
+    """SIE's loss from projected (B, D_inv) / (B, D_equi) embeddings; returns (total, terms).
+
+    As ``facebookresearch/SIE:src/models.py`` 395-418: the two MSE terms on this rank's samples, the
+    variance and covariance terms on the rows of every data-parallel rank (``FullGatherLayer`` there,
+    :func:`baselines.common.gather_rows` here), so the covariance is normalised by the global batch size.
+    """
     x_cat, y_cat = torch.cat([x_inv, x_equi], dim=1), torch.cat([y_inv, y_equi], dim=1)
+    repr_loss_inv, repr_loss_equi = F.mse_loss(x_inv, y_inv), F.mse_loss(pred_y_equi, y_equi)
+    x_cat, y_cat, pred_all = gather_rows(x_cat), gather_rows(y_cat), gather_rows(pred_y_equi)
     terms = {
-        "repr_loss_inv": F.mse_loss(x_inv, y_inv),
-        "repr_loss_equi": F.mse_loss(pred_y_equi, y_equi),
+        "repr_loss_inv": repr_loss_inv,
+        "repr_loss_equi": repr_loss_equi,
         # Regularising the concatenation also decorrelates the inv and equi parts from each other.
         "std_loss": (variance_loss(x_cat) + variance_loss(y_cat)) / 2,
-        "pred_std_loss": variance_loss(pred_y_equi) / 2,
+        "pred_std_loss": variance_loss(pred_all) / 2,
         "cov_loss": covariance_loss(x_cat) + covariance_loss(y_cat),
     }
     total = (sim_coeff * terms["repr_loss_inv"] + equi_factor * sim_coeff * terms["repr_loss_equi"]
@@ -91,27 +99,27 @@ class HyperPredictor(nn.Module):
 
 def _expander(in_dim: int, dims: tuple[int, ...], share: float) -> nn.Sequential:
     """SIE ``Projector``: Linear(+bias)-BN-ReLU hidden layers, last Linear without bias, widths scaled."""
-    return mlp([in_dim, *(round(d * share) for d in dims)], hidden_bias=True, bias_last=False)
+    return mlp([in_dim, *(round(d * share) for d in dims)], hidden_bias=True, last_bias=False)
 
 
-class SIE(Method):
+class SIE(EncoderMethod):
     name = "sie"
     Config = SIEConfig
-    headline = {"top1": "encoder", "rotation_r2": "encoder", "color_r2": "encoder"}
+    role = "both"
 
     def __init__(self, cfg: SIEConfig, spec: DataSpec) -> None:
-        super().__init__()
         if spec.action_dim <= 0:
             raise ValueError("sie conditions its predictor on the action; use a dataset with actions (action_dim > 0)")
-        self.dim = backbone_dim(cfg.backbone)
-        equi_dim = cfg.equi_dim if cfg.equi_dim is not None else self.dim // 2
-        if not 0 < equi_dim < self.dim:
-            raise ValueError(f"sie: model.equi_dim must lie in 1..{self.dim - 1} for backbone {cfg.backbone}, "
+        dim = backbone_dim(cfg.backbone)
+        equi_dim = cfg.equi_dim if cfg.equi_dim is not None else dim // 2
+        if not 0 < equi_dim < dim:
+            raise ValueError(f"sie: model.equi_dim must lie in 1..{dim - 1} for backbone {cfg.backbone}, "
                              f"got {equi_dim}")
         if not cfg.expander:
             raise ValueError("sie: model.expander needs at least one width, e.g. [2048, 2048, 2048]")
-        self.cfg, self.spec = cfg, spec
+        super().__init__(cfg, spec)
         self.uses_actions = True
+        self.dim = dim
         self.equi_dim = equi_dim
         self.inv_dim = self.dim - equi_dim
         self.encoder = build_backbone(cfg.backbone, spec.small_images)
@@ -131,10 +139,7 @@ class SIE(Method):
         return self.predictor(self.projector_equi(h_x[:, self.inv_dim:]), action)
 
     def training_step(self, batch: Batch) -> StepOutput:
-        views = batch.views
-        if views.shape[1] < 2:
-            raise ValueError(f"sie needs 2 views per sample, got {views.shape[1]}")
-        action = check_actions(self.name, batch.actions, self.spec.action_dim, views.shape[1])[:, 0]
+        views, action = self.batch_views(batch, 2), self.batch_actions(batch)[:, 0]
         # Views 0 and 1 in two encoder calls, as upstream: BatchNorm statistics are per view.
         h_x, h_y = self.encoder(views[:, 0]), self.encoder(views[:, 1])
         c = self.cfg

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from lightly.loss import NTXentLoss
 from torch import Tensor
 
-from baselines.common import Backbone, BaselineMethod, ViewSequence, mlp_head
-from methods.components import BackboneName
+from baselines.common import Backbone, BaselineMethod, ViewSequence
+from methods.components import BackboneName, mlp
 from methods.contract import DataSpec, StepOutput
 
 
@@ -38,14 +38,14 @@ class SimCLR(BaselineMethod):
     Config = SimCLRConfig
 
     def __init__(self, cfg: SimCLRConfig, spec: DataSpec, backbone: Backbone | None = None) -> None:
-        super().__init__()
         if cfg.temperature <= 0:
             raise ValueError(f"model.temperature must be > 0, got {cfg.temperature}")
-        self.cfg, self.spec = cfg, spec
-        self.backbone = backbone if backbone is not None else Backbone(spec, name=cfg.backbone)
-        self.projector = mlp_head([self.backbone.dim, cfg.proj_hidden, cfg.proj_hidden, cfg.proj_dim],
-                                  last_bias=False, last_bn=True, last_bn_affine=False)
-        self.criterion = NTXentLoss(temperature=cfg.temperature)
+        super().__init__(cfg, spec, backbone)
+        self.projector = mlp([self.backbone.dim, cfg.proj_hidden, cfg.proj_hidden, cfg.proj_dim],
+                             last_bias=False, last_bn=True, last_bn_affine=False)
+        # Negatives from every data-parallel rank (seq-JEPA NTXent_loss gathers them; lightly's gather keeps
+        # the gradient): the loss does not change with the number of GPUs.
+        self.criterion = NTXentLoss(temperature=cfg.temperature, gather_distributed=True)
 
     def pair_loss(self, x1: Tensor | ViewSequence, x2: Tensor | ViewSequence) -> StepOutput:
         # Two encoder passes (BN statistics per view), as upstream; SimCLR's TF code batches both views.

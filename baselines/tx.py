@@ -19,7 +19,7 @@ sees L + 1 views per sample), so seq_len means observations per sequence, as for
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -75,21 +75,23 @@ class TxVariant(Method):
     # Classification reads the aggregate (as seq-JEPA's headline); R^2 probes the per-view encoder.
     headline = {"top1": "aggregate", "rotation_r2": "encoder", "color_r2": "encoder"}
 
-    def __init__(self, cfg: TxOptions, spec: DataSpec) -> None:
-        super().__init__()
+    def __init__(self, cfg: Any, spec: DataSpec) -> None:
+        """``cfg``: the variant's flat Config (the base's fields, ``backbone`` included, plus :class:`TxOptions`)."""
         if cfg.act_cond and spec.action_dim <= 0:
             raise ValueError(f"{self.name} with act_cond=true needs a dataset with actions (action_dim > 0)")
-        self.cfg, self.spec = cfg, spec
+        super().__init__(cfg, spec)
         self.uses_actions = cfg.act_cond
         pool = SequencePool(spec.action_dim, cfg.action_emb_dim if cfg.act_cond else 0, cfg.layers, cfg.heads,
                             cfg.dropout, backbone_dim(cfg.backbone))
-        # The variant's flat config = the base's fields + TxOptions; hand the base its own part.
+        # Hand the base its own part of the flat config.
         base_cfg = self.Base.Config(**{f.name: getattr(cfg, f.name) for f in fields(self.Base.Config)})
-        self.base = self.Base(base_cfg, spec, Backbone(spec, pool, cfg.backbone))  # type: ignore[call-arg]
+        self.base = self.Base(base_cfg, spec, Backbone(spec, pool, cfg.backbone))
 
     @property
     def pool(self) -> SequencePool:
-        return self.base.backbone.aggregator  # type: ignore[return-value]
+        pool = self.base.backbone.aggregator
+        assert isinstance(pool, SequencePool)
+        return pool
 
     def views_needed(self, seq_len: int) -> int:
         return 2 * seq_len

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 
 from torch import Tensor
 
-from baselines.common import Backbone, BaselineMethod, ViewSequence, mlp_head, vicreg_terms
-from methods.components import BackboneName
+from baselines.common import Backbone, BaselineMethod, ViewSequence, vicreg_terms
+from methods.components import BackboneName, mlp
 from methods.contract import DataSpec, StepOutput
 
 
@@ -40,11 +40,9 @@ class VICReg(BaselineMethod):
     Config = VICRegConfig
 
     def __init__(self, cfg: VICRegConfig, spec: DataSpec, backbone: Backbone | None = None) -> None:
-        super().__init__()
-        self.cfg, self.spec = cfg, spec
-        self.backbone = backbone if backbone is not None else Backbone(spec, name=cfg.backbone)
-        self.projector = mlp_head([self.backbone.dim, cfg.proj_hidden, cfg.proj_hidden, cfg.proj_dim],
-                                  hidden_bias=True, last_bias=False)
+        super().__init__(cfg, spec, backbone)
+        self.projector = mlp([self.backbone.dim, cfg.proj_hidden, cfg.proj_hidden, cfg.proj_dim],
+                             hidden_bias=True, last_bias=False)
 
     def pair_loss(self, x1: Tensor | ViewSequence, x2: Tensor | ViewSequence) -> StepOutput:
         y1 = self.projector(self.backbone(x1))

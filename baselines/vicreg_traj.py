@@ -26,8 +26,8 @@ from dataclasses import dataclass
 
 from torch import Tensor, nn
 
-from baselines.common import Backbone, BaselineMethod, check_views, mlp_head, vicreg_terms
-from methods.components import BackboneName, encode_views
+from baselines.common import BaselineMethod, vicreg_terms
+from methods.components import BackboneName, encode_views, mlp
 from methods.contract import Batch, DataSpec, StepOutput
 
 
@@ -61,17 +61,15 @@ class VICRegTraj(BaselineMethod):
     Config = VICRegTrajConfig
 
     def __init__(self, cfg: VICRegTrajConfig, spec: DataSpec) -> None:
-        super().__init__()
-        self.cfg, self.spec = cfg, spec
-        self.backbone = Backbone(spec, name=cfg.backbone)
-        self.projector = mlp_head([self.backbone.dim, cfg.proj_hidden, cfg.proj_hidden, cfg.proj_dim],
-                                  hidden_bias=True, last_bias=False)
+        super().__init__(cfg, spec)
+        self.projector = mlp([self.backbone.dim, cfg.proj_hidden, cfg.proj_hidden, cfg.proj_dim],
+                             hidden_bias=True, last_bias=False)
 
     def views_needed(self, seq_len: int) -> int:
         return 3  # a triplet (l, c, r), whatever the sequence length
 
     def training_step(self, batch: Batch) -> StepOutput:
-        views = check_views(self.name, batch.views, 3)[:, :3]
+        views = self.batch_views(batch, 3)[:, :3]
         # One pass over all 3B images (BN statistics over the triplet), as upstream.
         h = encode_views(self.backbone.encoder, views)  # (B, 3, 512)
         y = self.projector(h.flatten(0, 1)).unflatten(0, (views.shape[0], 3))

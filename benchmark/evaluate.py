@@ -85,7 +85,7 @@ def evaluate_checkpoint(ck: LoadedCheckpoint, cfg: RunConfig, force: bool = Fals
     views = max(2, cfg.eval_seq_len, *cfg.probe.eval_seq_lens)
     probe_train = entry.build(cfg, "train", views, True)  # validates the data root before anything is written
     probe_val = entry.build(cfg, "val", views, True)
-    want = getattr(getattr(method, "spec", None), "action_dim", None)
+    want = method.spec.action_dim
     if method.uses_actions and probe_train.action_dim != want:
         trained = ((ck.run_config or {}).get("data") or {}).get("latent_type")
         raise SeqbenchError(f"{ck.path} was trained with {want}-d actions but {cfg.dataset} with "

@@ -184,7 +184,7 @@ def resolve(user: dict) -> RunConfig:
     entry = dataset_entry(dataset)
     cls = method_class(method)
     cfg = from_dict(RunConfig, merge(entry.defaults, user))
-    model = from_dict(cls.Config, cfg.model, "model")  # type: ignore[attr-defined]
+    model = from_dict(cls.Config, cfg.model, "model")
     cfg = replace(cfg, model=to_dict(model))
     check(cfg)
     return cfg
@@ -220,7 +220,7 @@ def build_method(cfg: RunConfig) -> tuple[Method, DataSpec]:
     cls = method_class(cfg.method)
     spec = dataset_entry(cfg.dataset).spec(cfg)
     try:
-        method = cls(from_dict(cls.Config, cfg.model, "model"), spec)  # type: ignore[attr-defined]
+        method = cls(from_dict(cls.Config, cfg.model, "model"), spec)
     except ValueError as e:
         raise ConfigError(f"{cfg.method}: {e}") from None
     return method, spec

@@ -129,17 +129,27 @@ class SequenceAggregator(nn.Module):
         return self.norm(self.encoder(torch.cat([agg, tokens], dim=1)))[:, 0]
 
 
-def mlp(dims: list[int], *, last_bn: bool = False, last_bn_affine: bool = True, bias_last: bool = True,
-        hidden_bias: bool = False) -> nn.Sequential:
-    """Linear-BN-ReLU stack: dims [d0, d1, ..., dn]; no BN/ReLU after the last Linear unless ``last_bn``."""
+def mlp(dims: list[int], *, hidden_bias: bool = False, last_bias: bool = True, last_bn: bool = False,
+        last_bn_affine: bool = True) -> nn.Sequential:
+    """The projector / predictor builder of every method: Linear-BN-ReLU blocks, then a last Linear (+ BN).
+
+    ``dims`` [d0, d1, ..., dn] -> ``nn.Sequential`` of Linear(d0, d1), BN(d1), ReLU, ..., Linear(dn-1, dn)
+    [, BN(dn, affine=last_bn_affine) if ``last_bn``], indexed exactly as the authors' ``nn.Sequential`` heads.
+    The bias flags are explicit because the upstream heads differ: VICReg / SIE keep the bias of the Linear
+    layers before a BN (``hidden_bias``), seq-JEPA, SimCLR, BYOL and EquiMod drop it; the last Linear has a
+    bias only in front of no BN (predictors). tests/test_parity_upstream.py compares every head with its
+    upstream layer list.
+    """
+    if len(dims) < 2:
+        raise ValueError(f"an MLP needs at least input and output widths, got {dims}")
     layers: list[nn.Module] = []
     for i, (a, b) in enumerate(zip(dims[:-1], dims[1:], strict=True)):
-        last = i == len(dims) - 2
-        layers.append(nn.Linear(a, b, bias=bias_last if last else hidden_bias))
-        if not last:
-            layers += [nn.BatchNorm1d(b), nn.ReLU(inplace=True)]
-        elif last_bn:
-            layers.append(nn.BatchNorm1d(b, affine=last_bn_affine))
+        if i < len(dims) - 2:
+            layers += [nn.Linear(a, b, bias=hidden_bias), nn.BatchNorm1d(b), nn.ReLU(inplace=True)]
+        else:
+            layers.append(nn.Linear(a, b, bias=last_bias))
+            if last_bn:
+                layers.append(nn.BatchNorm1d(b, affine=last_bn_affine))
     return nn.Sequential(*layers)
 
 

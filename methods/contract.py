@@ -1,12 +1,18 @@
 """The method contract: what every SSL method in seqbench implements.
 
-A method is an ``nn.Module`` that owns its encoder, heads, target networks and loss. The harness
-(``benchmark/``) only ever talks to it through the four members of :class:`Method`:
+A method is an ``nn.Module`` that owns its encoder, heads, target networks and loss. Everything the harness
+(``benchmark/``) relies on is declared on :class:`Method`:
 
-* ``training_step(batch)``  -> :class:`StepOutput` (forward + loss; the harness calls backward).
-* ``encode(views, actions)`` -> named frozen representations the probes read.
-* ``param_groups(weight_decay)`` -> optimiser parameter groups.
-* ``on_step_end(step, total_steps)`` -> per-step hook, called after ``optimizer.step()`` (EMA updates).
+* the class attributes ``name``, ``Config`` (the frozen dataclass of its ``model.*`` options) and ``headline``;
+* the constructor ``Method(cfg, spec)`` (a ``Config`` instance and a :class:`DataSpec`), kept as ``self.cfg``
+  and ``self.spec``;
+* what it needs from the data: ``uses_actions`` (``batch.actions``), ``needs_latents`` (absolute per-view
+  latents) and ``views_needed(seq_len)``;
+* ``training_step(batch)``  -> :class:`StepOutput` (forward + loss; the harness calls backward);
+* ``representations()`` and ``encode(views, actions)`` -> named frozen representations the probes read;
+* ``param_groups(weight_decay)`` -> optimiser parameter groups;
+* ``on_step_end(step, total_steps)`` -> per-step hook, called after ``optimizer.step()`` (EMA updates);
+* ``encoder_module()`` -> the online backbone (exported, compared across methods).
 
 Shapes use ``B`` batch, ``V`` views per sample, ``C, H, W`` image, ``A`` action dimension, ``D`` feature.
 """
@@ -14,7 +20,7 @@ Shapes use ``B`` batch, ``V`` views per sample, ``C, H, W`` image, ``A`` action 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import Tensor, nn
@@ -78,17 +84,28 @@ class Representation:
 class Method(nn.Module):
     """Base class of every method (seq-JEPA and the baselines).
 
-    Subclasses set ``name``, ``uses_actions`` and ``headline`` and implement the four members below.
-    ``training_step`` may mutate only module state that a forward pass mutates (BatchNorm running
-    statistics); target networks move only in ``on_step_end``.
+    Subclasses set ``name``, ``Config`` and ``headline``, call ``super().__init__(cfg, spec)`` and implement
+    the members below. ``training_step`` may mutate only module state that a forward pass mutates (BatchNorm
+    running statistics); target networks move only in ``on_step_end``.
     """
 
     name: ClassVar[str]
+    # The frozen dataclass of the method's options; the registry validates ``model.*`` against it and
+    # constructs the method as ``cls(cls.Config(**model), spec)``.
+    Config: ClassVar[type[Any]]
     # Which representation each headline metric reads ("top1", "rotation_r2", "color_r2").
     headline: ClassVar[dict[str, str]]
     # True if the loss consumes ``batch.actions`` (may depend on the config, so set per instance):
     # the harness then refuses data without actions.
     uses_actions: bool = False
+    # True if the loss consumes absolute per-view latents (``batch.latents``, (B, V, A)); the method raises
+    # a ValueError naming them when a batch has none.
+    needs_latents: bool = False
+
+    def __init__(self, cfg: Any, spec: DataSpec) -> None:
+        super().__init__()
+        self.cfg = cfg  # an instance of ``Config``
+        self.spec = spec  # the data it was built for (action width, image size, classes)
 
     def views_needed(self, seq_len: int) -> int:
         """Views per training sample for training sequence length ``seq_len`` (default: a pair)."""
@@ -118,7 +135,7 @@ class Method(nn.Module):
 
     def encoder_module(self) -> nn.Module:
         """The online backbone (ResNet-18 without fc); exported and compared across methods."""
-        return self.encoder  # type: ignore[return-value]
+        return self.get_submodule("encoder")  # methods that keep it elsewhere override this
 
 
 def split_decay_groups(module: nn.Module, weight_decay: float) -> list[dict]:

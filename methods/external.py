@@ -61,9 +61,8 @@ class ExternalEncoder(Method):
     Config = ExternalEncoderConfig
     headline = {"top1": "encoder", "rotation_r2": "encoder", "color_r2": "encoder"}
 
-    def __init__(self, cfg: ExternalEncoderConfig, spec: DataSpec | None = None) -> None:
-        super().__init__()
-        self.cfg, self.spec = cfg, spec
+    def __init__(self, cfg: ExternalEncoderConfig, spec: DataSpec) -> None:
+        super().__init__(cfg, spec)
         self.uses_actions = False
         self.encoder = resnet18_encoder(cfg.stem)
         self.encoder.requires_grad_(False)  # evaluated frozen; never trained here

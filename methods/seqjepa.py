@@ -56,11 +56,10 @@ class SeqJEPA(Method):
     headline = {"top1": "aggregate", "rotation_r2": "encoder", "color_r2": "encoder"}
 
     def __init__(self, cfg: SeqJEPAConfig, spec: DataSpec) -> None:
-        super().__init__()
-        self.cfg, self.spec = cfg, spec
-        self.uses_actions = cfg.act_cond
         if cfg.act_cond and spec.action_dim <= 0:
             raise ValueError("seqjepa with act_cond=true needs a dataset with actions (action_dim > 0)")
+        super().__init__(cfg, spec)
+        self.uses_actions = cfg.act_cond
         self.encoder = build_backbone(cfg.backbone, spec.small_images)
         self.dim: int = self.encoder.out_dim
         self.target_encoder = make_target(self.encoder)
@@ -72,7 +71,7 @@ class SeqJEPA(Method):
         if cfg.pred_hidden > 0:
             self.predictor = mlp([pred_in, cfg.pred_hidden, self.dim])
         else:
-            self.predictor = mlp([pred_in, self.dim], last_bn=True, bias_last=False)
+            self.predictor = mlp([pred_in, self.dim], last_bn=True, last_bias=False)
 
     def views_needed(self, seq_len: int) -> int:
         return seq_len + 1  # M observations + 1 target

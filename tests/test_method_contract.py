@@ -20,7 +20,7 @@ SPEC = DataSpec(image_size=SIZE, action_dim=ACTION_DIM, num_classes=5)
 def build(name: str) -> Method:
     torch.manual_seed(0)
     cls = METHODS[name]
-    return cls(cls.Config(), SPEC)  # type: ignore[attr-defined]
+    return cls(cls.Config(), SPEC)
 
 
 def fake_batch(views: int, action_dim: int = ACTION_DIM, seed: int = 0) -> Batch:
@@ -102,7 +102,7 @@ def test_contract(name: str) -> None:
 def test_action_conditioned_tx_variant_validates_actions() -> None:
     """``simclr+tx`` with ``act_cond`` (seq-JEPA tokens, width 640) is action-conditioned like seq-JEPA."""
     cls = METHODS["simclr+tx"]
-    method = cls(cls.Config(act_cond=True), SPEC)  # type: ignore[attr-defined]
+    method = cls(cls.Config(act_cond=True), SPEC)
     assert method.uses_actions
     batch = fake_batch(method.views_needed(SEQ_LEN))
     check_action_errors(method, batch)

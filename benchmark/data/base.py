@@ -63,6 +63,9 @@ class SequenceDataset(Dataset):
     # once and draw fresh view pairs every probe epoch (benchmark/probes/bank.py).
     view_bank: bool = False
     views_per_object: int = 0  # with view_bank: how many distinct views each object has
+    # How consecutive actions compose into the displacement from the first to the last view, for the
+    # path-integration probe (benchmark/probes/path_integration.py): "sum" or "quaternion"; None = no such probe.
+    path_composition: str | None = None
 
     def __init__(self, num_views: int, seed: int, fixed: bool) -> None:
         self.num_views, self.seed, self.fixed = num_views, seed, fixed

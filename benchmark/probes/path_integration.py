@@ -20,7 +20,7 @@ definition here is ours (**uncertain**):
 
 Published curves start at R^2 = 1.0 for M_val = 1, which suggests their x-axis counts actions (the single
 action input then equals the target); our M counts observed views, so their point k matches our M = k + 1.
-Datasets opt in with a ``path_composition`` attribute; methods without a sequence representation are skipped.
+Datasets opt in by setting ``SequenceDataset.path_composition``; methods without a sequence representation are skipped.
 """
 
 from __future__ import annotations
@@ -90,7 +90,7 @@ def path_integration(method: Method, cfg: RunConfig, train_ds: SequenceDataset, 
     ``path_r2_global_by_eval_len``, ``path_r2_no_vision_by_eval_len`` (action-conditioned methods),
     ``path_source`` (the representation read) and ``path_protocol``.
     """
-    kind = getattr(train_ds, "path_composition", None)
+    kind = train_ds.path_composition
     seq_reps = [r.name for r in method.representations() if r.kind == "sequence"]
     if kind is None or not seq_reps:
         return {}
