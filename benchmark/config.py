@@ -105,7 +105,24 @@ class TrainConfig:
     channels_last: bool = True  # NHWC weights and views on CUDA (cuDNN tensor-core kernels); ignored on CPU
     fused_optimizer: bool = True  # fused Adam/AdamW kernel on CUDA (else torch's foreach default); ignored on CPU
     compile: bool = False  # torch.compile the training step (minutes of compilation at start-up)
+    # Several GPUs: BatchNorm statistics over the global batch (nn.SyncBatchNorm), so N GPUs train what one GPU
+    # trains on train.batch_size (as SIE's main.py; seq-JEPA's runs used one GPU). GPU-only: CPU ranks keep
+    # per-rank statistics. No effect on one process. Recorded as provenance.batchnorm_statistics.
+    sync_bn: bool = True
     progress: bool = True  # tqdm progress bar
+
+
+# ``probe.preset``: how the probe heads are fitted, as one paper's evaluation code does it. The preset's values
+# fill probe.optimizer / lr / weight_decay / batch_size; explicit settings of those keys win (registry.resolve).
+PROBE_PRESETS: dict[str, dict] = {
+    # facebookresearch/SIE README.md 57-73 and eval_classification.py 227 / eval_angle_prediction.py 229:
+    # Adam lr 1e-3, weight decay 0 (on every parameter), batch 256, 300 epochs.
+    "sie": {"optimizer": "adam", "lr": 1e-3, "weight_decay": 0.0, "batch_size": 256},
+    # hafezgh/seq-jepa main_transformed_views.py 45, 49, 51 (defaults) and 246-255 (--is-eval): AdamW lr 4e-4,
+    # weight decay 1e-3 on weights (none on biases), batch 512, 300 epochs (README); its heads are trained on one
+    # summed loss, which per-parameter Adam(W) updates make identical to fitting them apart on the same minibatches.
+    "seqjepa": {"optimizer": "adamw", "lr": 4e-4, "weight_decay": 1e-3, "batch_size": 512},
+}
 
 
 @dataclass(frozen=True)
@@ -113,8 +130,10 @@ class ProbeConfig:
     eval_seq_len: int | None = None  # inference length M_val for the headline top-1; None -> data.seq_len
     eval_seq_lens: tuple[int, ...] = ()  # extra M_val values (accuracy vs M_val, heatmaps)
     epochs: int = 300  # probe training epochs on frozen features (SIE / seq-JEPA README: 300)
+    preset: Literal["sie", "seqjepa"] = "sie"  # fitting recipe (PROBE_PRESETS above): fills the next four keys
+    optimizer: Literal["adam", "adamw"] = "adam"  # adam: decay on every parameter; adamw: on weights only
     batch_size: int = 256
-    lr: float = 1e-3  # Adam, as SIE's eval scripts
+    lr: float = 1e-3
     weight_decay: float = 0.0
     train_samples: int = 4  # sampled view sequences per training object (features are cached)
     val_samples: int = 2  # sampled view sequences per held-out object

@@ -176,13 +176,25 @@ class _TrainingStep(nn.Module):
         return self.method.training_step(batch)
 
 
-def wrap(method: Method, device: torch.device) -> nn.Module:
+def sync_bn_applies(sync_bn: bool, device: torch.device) -> bool:
+    """Whether ``train.sync_bn`` takes effect: several ranks on GPUs (PyTorch's SyncBatchNorm is GPU-only)."""
+    return sync_bn and current().world_size > 1 and device.type == "cuda"
+
+
+def wrap(method: Method, device: torch.device, sync_bn: bool = False) -> nn.Module:
     """A module whose call is one training step of ``method``; DDP-wrapped when there are several ranks.
 
     ``on_step_end`` (EMA) is still called on ``method`` itself: DDP keeps the online weights identical
-    on all ranks, so every rank's target network moves identically. Methods whose loss uses the whole
-    batch (contrastive negatives, variance/covariance terms) see their rank's share of it.
+    on all ranks, so every rank's target network moves identically. Losses over the whole batch gather
+    it from every rank (contrastive negatives, variance/covariance terms: ``baselines/common.py``
+    ``gather_rows`` and lightly's ``gather_distributed``), and with ``sync_bn`` every BatchNorm of the
+    method (EMA targets included) is converted in place to ``nn.SyncBatchNorm``, so N GPUs compute what one
+    GPU computes on the global batch (SIE's main.py 172 does the same; seq-JEPA's runs used one GPU).
+    SyncBatchNorm runs on GPUs only: CPU processes (gloo) keep per-rank BatchNorm statistics and the run
+    records ``batchnorm_statistics = "per-rank"`` (:func:`provenance`).
     """
+    if sync_bn_applies(sync_bn, device):
+        nn.SyncBatchNorm.convert_sync_batchnorm(method)  # in place: the method is not itself a BatchNorm
     step = _TrainingStep(method)
     if current().world_size == 1:
         return step
@@ -190,3 +202,11 @@ def wrap(method: Method, device: torch.device) -> nn.Module:
     # find_unused_parameters: a method may leave a parameter out of some steps' loss (e.g. a head used
     # in one sampled environment only); without it DDP would fail at the next step. Costs one graph walk.
     return nn.parallel.DistributedDataParallel(step, device_ids=None, find_unused_parameters=True)
+
+
+def provenance(sync_bn: bool, device: torch.device) -> dict:
+    """What result.json records about data parallelism: the world size and where BatchNorm takes its
+    statistics ("global" on one process or with SyncBatchNorm, "per-rank" otherwise)."""
+    env = current()
+    stats = "global" if env.world_size == 1 or sync_bn_applies(sync_bn, device) else "per-rank"
+    return {"world_size": env.world_size, "batchnorm_statistics": stats}

@@ -20,7 +20,7 @@ from baselines.simclr import SimCLR
 from baselines.tx import BYOLTx, SimCLRTx, VICRegTx
 from baselines.vicreg import VICReg
 from baselines.vicreg_traj import VICRegTraj
-from benchmark.config import RunConfig, from_dict, to_dict
+from benchmark.config import PROBE_PRESETS, RunConfig, from_dict, merge, to_dict
 from benchmark.data import cifar100, image_mini, saccades, stl10, tinyimagenet
 from benchmark.data.base import SequenceDataset
 from benchmark.data.cache import threedie_loader
@@ -91,9 +91,10 @@ def _image_mini_defaults(image_size: int, seq_len: int, epochs: int) -> dict:
 DATASETS: dict[str, DatasetEntry] = {
     "3diebench": DatasetEntry(
         _build_3diebench, _spec_3die(lambda cfg: 55),
-        # seq-JEPA's 3DIEBench script (seqjepa.md A.2): 1000 epochs, batch 512, 128 px, M_tr = 3.
+        # seq-JEPA's 3DIEBench script (seqjepa.md A.2): 1000 epochs, batch 512, 128 px, M_tr = 3. The probes draw
+        # from every view of an object (bank_views 0 = all 50), as SIE's and seq-JEPA's evaluations do.
         defaults={"data": {"image_size": 128, "seq_len": 3, "num_workers": 8},
-                  "train": {"epochs": 1000, "batch_size": 512}},
+                  "train": {"epochs": 1000, "batch_size": 512}, "probe": {"bank_views": 0}},
         description="3DIEBench, official layout (--data-root or $SEQBENCH_DATA_ROOT)",
     ),
     "3diebench-mini": DatasetEntry(
@@ -173,17 +174,28 @@ def dataset_entry(name: str) -> DatasetEntry:
     return _lookup(DATASETS, name, "dataset")
 
 
-def resolve(user: dict) -> RunConfig:
-    """User overrides (nested dict) -> fully resolved RunConfig (dataset preset, method defaults)."""
-    from benchmark.config import merge
+def probe_preset(entry: DatasetEntry, user: dict) -> dict:
+    """The ``probe`` values of the selected ``probe.preset`` (the user's, else the dataset's, else "sie")."""
+    probe = user.get("probe")
+    name = (probe or {}).get("preset") if isinstance(probe, dict) else None
+    name = name or entry.defaults.get("probe", {}).get("preset", "sie")
+    if name not in PROBE_PRESETS:
+        raise ConfigError(f"probe.preset: {name!r} is not one of {', '.join(map(repr, PROBE_PRESETS))}")
+    return {"probe": PROBE_PRESETS[name]}
 
+
+def resolve(user: dict) -> RunConfig:
+    """User overrides (nested dict) -> fully resolved RunConfig.
+
+    Layers, later wins: dataclass defaults, the dataset's preset, the probe preset's values, the user's keys.
+    """
     dataset = user.get("dataset", RunConfig.dataset)
     method = user.get("method", RunConfig.method)
     if not isinstance(dataset, str) or not isinstance(method, str):
         raise ConfigError("method and dataset must be names (strings)")
     entry = dataset_entry(dataset)
     cls = method_class(method)
-    cfg = from_dict(RunConfig, merge(entry.defaults, user))
+    cfg = from_dict(RunConfig, merge(merge(entry.defaults, probe_preset(entry, user)), user))
     model = from_dict(cls.Config, cfg.model, "model")
     cfg = replace(cfg, model=to_dict(model))
     check(cfg)

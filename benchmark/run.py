@@ -95,7 +95,7 @@ def _run(cfg: RunConfig, out: Path, env: distributed.DistEnv, device: torch.devi
     metrics.update({k: train_info[k] for k in ("train_loss_final", "images_per_s")})
     extra = {"train_steps": train_info["steps"], "train_total_steps": train_info["total_steps"],
              "dataset_note": train_ds.label_note or None, "amp_bf16": cfg.train.amp and device.type == "cuda",
-             **fastpath.provenance(cfg, device)}
+             **fastpath.provenance(cfg, device), **distributed.provenance(cfg.train.sync_bn, device)}
     path = write_result(out, cfg, metrics, provenance(device, start, time.perf_counter() - t0, extra))
     log(f"wrote {path}")
     return RunOutcome(out, "complete", read_result(out))

@@ -179,7 +179,7 @@ def train(cfg: RunConfig, method: Method, dataset: SequenceDataset, run_dir: Pat
     fast = FastPaths.from_config(cfg, device)  # channels_last, fused optimiser, compile (after the checkpoint)
     fast.module(method)
     fast.optimizer(opt)
-    step_fn = fast.compile_step(distributed.wrap(method, device))
+    step_fn = fast.compile_step(distributed.wrap(method, device, tc.sync_bn))
     sampler = EpochSampler(n, tc.batch_size, cfg.seed, env.rank, env.world_size)
     loader = DataLoader(dataset, batch_size=local_batch, sampler=sampler, num_workers=cfg.data.num_workers,
                         collate_fn=collate, pin_memory=device.type == "cuda", drop_last=True,

@@ -11,6 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
+from benchmark import decoded_cache
 from benchmark.config import merge, parse_set
 from benchmark.data import cache as C
 from benchmark.data.base import collate
@@ -169,10 +170,10 @@ def test_corrupt_cache_is_detected_and_repaired(tree, tmp_path, monkeypatch, cap
 def test_cli_builds_and_verifies(tree, tmp_path, capsys):
     args = ["--data-root", str(tree), "--image-size", "16", "--set", f"data.cache_dir={tmp_path / 'c'}",
             "--set", "train.progress=false", "--set", "data.num_workers=0"]
-    assert C.main([*args, "--verify"]) == 1
+    assert decoded_cache.main([*args, "--verify"]) == 1
     assert "train: " in capsys.readouterr().out
-    assert C.main(args) == 0
-    assert C.main([*args, "--verify", "--full"]) == 0
+    assert decoded_cache.main(args) == 0
+    assert decoded_cache.main([*args, "--verify", "--full"]) == 0
     assert capsys.readouterr().out.count(": ok") == 2
 
 

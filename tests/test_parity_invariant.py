@@ -1,9 +1,10 @@
 """Parity of the invariant baselines' losses with the authors' formulations, written out here.
 
 Each reference below is transcribed from the paper / upstream file it names (not from lightly), then
-compared on fixed tensors with (a) the loss function the adapter uses and (b) the adapter's own
-``training_step`` / ``pair_loss``, with the ResNet swapped for ``Flatten`` so that the "views"
-(B, V, D, 1, 1) are fixed feature vectors and the test checks the wiring, not the CNN.
+compared on fixed tensors with the loss function the adapter uses. The adapters themselves (layers, loss,
+encoder gradient) are compared with the authors' classes in tests/test_parity_upstream.py; the last tests
+here check behaviour that comparison does not reach (EMA schedule, action use, the +tx variants), with the
+ResNet swapped for ``Flatten`` so that the "views" (B, V, D, 1, 1) are fixed feature vectors.
 """
 
 from __future__ import annotations
@@ -17,12 +18,10 @@ from lightly.loss import NTXentLoss
 from torch import Tensor, nn
 
 from baselines.byol import BYOL, BYOLConfig
-from baselines.common import Backbone, ViewSequence, vicreg_terms
+from baselines.common import Backbone, vicreg_terms
 from baselines.cond_byol import CondBYOL, CondBYOLConfig
-from baselines.simclr import SimCLR, SimCLRConfig
 from baselines.tx import SimCLRTx, SimCLRTxConfig
-from baselines.vicreg import VICReg, VICRegConfig
-from baselines.vicreg_traj import VICRegTraj, VICRegTrajConfig, trajectory_loss
+from baselines.vicreg_traj import trajectory_loss
 from methods.components import RESNET18_DIM
 from methods.contract import Batch, DataSpec
 
@@ -134,42 +133,15 @@ def test_trajectory_term_matches_upstream_and_rewards_straight_paths() -> None:
     assert trajectory_loss(50 * l_, 50 * c_, 50 * r_).item() > 0.99
 
 
-# ---- adapters, wiring --------------------------------------------------------------------------
+# ---- behaviour the upstream parity tests (tests/test_parity_upstream.py) do not cover ---------------
 
-def test_simclr_adapter_is_ntxent_on_its_projections() -> None:
-    torch.manual_seed(0)
-    m = SimCLR(SimCLRConfig(), SPEC)
-    flatten_encoders(m)
-    h1, h2 = fixed(B, D, seed=10), fixed(B, D, seed=11)
-    loss = m.training_step(Batch(as_views(h1, h2), fixed(B, 1, 4, seed=12), torch.zeros(B))).loss
-    assert loss.item() == pytest.approx(ref_ntxent(m.projector(h1), m.projector(h2), 0.5).item(), rel=1e-5)
-
-
-def test_vicreg_adapter_is_main_vicreg_on_its_projections() -> None:
-    torch.manual_seed(0)
-    m = VICReg(VICRegConfig(), SPEC)
-    flatten_encoders(m)
-    h1, h2 = fixed(B, D, seed=13), fixed(B, D, seed=14)
-    loss = m.training_step(Batch(as_views(h1, h2), fixed(B, 1, 4, seed=15), torch.zeros(B))).loss
-    assert loss.item() == pytest.approx(ref_vicreg(m.projector(h1), m.projector(h2)).item(), rel=1e-5)
-
-
-def test_byol_adapter_is_symmetric_2_minus_2cos_and_ema_follows_byol_schedule() -> None:
+def test_byol_ema_follows_byol_schedule() -> None:
+    """Target update after step k of K (k from 1): tau = 1 - (1 - tau_base)(cos(pi (k - 1) / (K - 1)) + 1) / 2,
+    BYOL sec. 3.2's cosine over the K updates (methods.components.ema_tau, shared with seq-JEPA): the first
+    update uses tau_base, the last 1; on encoder and projector (seq-JEPA updates per epoch instead)."""
     torch.manual_seed(0)
     m = BYOL(BYOLConfig(), SPEC)
-    flatten_encoders(m)
-    h1, h2 = fixed(B, D, seed=16), fixed(B, D, seed=17)
-    loss = m.training_step(Batch(as_views(h1, h2), fixed(B, 1, 4, seed=18), torch.zeros(B))).loss
-    with torch.no_grad():
-        t1, t2 = m.target_projector(h1), m.target_projector(h2)
-    p1, p2 = m.predictor(m.projector(h1)), m.predictor(m.projector(h2))
-    assert loss.item() == pytest.approx((ref_byol_pair(p1, t2) + ref_byol_pair(p2, t1)).item(), rel=1e-5)
-    # Target update after step k of K (k from 1): tau = 1 - (1 - tau_base)(cos(pi (k - 1) / (K - 1)) + 1) / 2,
-    # BYOL sec. 3.2's cosine over the K updates (methods.components.ema_tau, shared with seq-JEPA): the
-    # first update uses tau_base, the last 1; on encoder and projector (a fresh model: lightly's update
-    # refuses a parameter-free Flatten).
-    m = BYOL(BYOLConfig(), SPEC)
-    online, target = m.projector.layers[0].weight, m.target_projector.layers[0].weight
+    online, target = m.projector[0].weight, m.target_projector[0].weight
     with torch.no_grad():
         online.add_(1.0)
     before = target.detach().clone()
@@ -185,48 +157,27 @@ def test_byol_adapter_is_symmetric_2_minus_2cos_and_ema_follows_byol_schedule() 
                           atol=1e-6)
 
 
-def test_cond_byol_adapter_predicts_view2_from_view1_and_action() -> None:
+def test_cond_byol_loss_depends_on_the_action() -> None:
     torch.manual_seed(0)
     m = CondBYOL(CondBYOLConfig(), SPEC)
     flatten_encoders(m)
     h1, h2, a = fixed(B, D, seed=19), fixed(B, D, seed=20), fixed(B, 1, 4, seed=21)
     loss = m.training_step(Batch(as_views(h1, h2), a, torch.zeros(B))).loss
-    # seq-JEPA models.py BYOL_Conditional.forward: predictor(cat(action_proj(a), projector(z1))) vs target(x2).
-    pred = m.predictor(torch.cat([m.action_emb(a[:, 0]), m.projector(h1)], dim=1))
-    with torch.no_grad():
-        t2 = m.target_projector(h2)
-    assert loss.item() == pytest.approx(ref_byol_pair(pred, t2).item(), rel=1e-5)
-    # The action matters: another action gives another loss.
+    # A per-sample change (the action embedding's BatchNorm removes shifts common to the batch).
     other = m.training_step(Batch(as_views(h1, h2), a.flip(0), torch.zeros(B))).loss
     assert other.item() != pytest.approx(loss.item(), rel=1e-6)
 
 
-def test_vicreg_traj_adapter_is_vicreg_on_l_c_plus_alpha_trajectory() -> None:
-    torch.manual_seed(0)
-    m = VICRegTraj(VICRegTrajConfig(alpha=0.7), SPEC)
-    flatten_encoders(m)
-    hs = [fixed(B, D, seed=s) for s in (22, 23, 24)]
-    loss = m.training_step(Batch(as_views(*hs), fixed(B, 2, 4, seed=25), torch.zeros(B))).loss
-    # Upstream projects the three views in one batch (BN statistics over 3B rows).
-    y = m.projector(torch.cat(hs)).split(B)
-    assert loss.item() == pytest.approx((ref_vicreg(y[0], y[1]) + 0.7 * ref_traj(*y)).item(), rel=1e-5)
-
-
-def test_tx_variant_applies_the_loss_between_two_sequence_aggregates() -> None:
+def test_tx_variant_reads_two_sequences_and_only_their_own_actions() -> None:
+    """+tx has no upstream code: views 0..L-1 and L..2L-1 form the two sequences; the action linking them
+    belongs to neither, an in-sequence action does change the loss."""
     torch.manual_seed(0)
     m = SimCLRTx(SimCLRTxConfig(act_cond=True, dropout=0.0), SPEC)
     flatten_encoders(m)
     hs = [fixed(B, D, seed=s) for s in range(30, 34)]  # 2 sequences of 2 views
     acts = fixed(B, 3, 4, seed=34)
     loss = m.training_step(Batch(as_views(*hs), acts, torch.zeros(B))).loss
-    bb = m.base.backbone
-    s_a = bb(ViewSequence(as_views(hs[0], hs[1]), acts[:, :1]))  # actions[:, 1] links A -> B: unused
-    s_b = bb(ViewSequence(as_views(hs[2], hs[3]), acts[:, 2:]))
-    assert s_a.shape == (B, D + 128)
-    assert loss.item() == pytest.approx(ref_ntxent(m.base.projector(s_a), m.base.projector(s_b), 0.5).item(),
-                                        rel=1e-5)
-    # The link action really is ignored; an in-sequence action is not (a constant shift would be
-    # removed by the embedding's BatchNorm, so draw new actions).
+    assert torch.isfinite(loss) and m.pool.width == D + 128
     linked = acts.clone()
     linked[:, 1] = fixed(B, 4, seed=35)
     assert m.training_step(Batch(as_views(*hs), linked, torch.zeros(B))).loss.item() == pytest.approx(
@@ -235,3 +186,8 @@ def test_tx_variant_applies_the_loss_between_two_sequence_aggregates() -> None:
     inside[:, 0] = fixed(B, 4, seed=36)
     assert m.training_step(Batch(as_views(*hs), inside, torch.zeros(B))).loss.item() != pytest.approx(
         loss.item(), rel=1e-6)
+    # Swapping the two sequences leaves the symmetric NT-Xent unchanged; mixing their views does not.
+    swapped = m.training_step(Batch(as_views(hs[2], hs[3], hs[0], hs[1]), acts[:, [2, 1, 0]], torch.zeros(B))).loss
+    assert swapped.item() == pytest.approx(loss.item(), rel=1e-5)
+    mixed = m.training_step(Batch(as_views(hs[0], hs[2], hs[1], hs[3]), acts, torch.zeros(B))).loss
+    assert mixed.item() != pytest.approx(loss.item(), rel=1e-4)

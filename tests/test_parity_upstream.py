@@ -208,8 +208,8 @@ CASES: dict[str, Case] = {
         lambda: SimCLR(SimCLRConfig(), SPEC), lambda: U.SimCLR(CLASSES, 0.5, False),
         lambda o, t: [(online(o), t.encoder), (o.projector, t.projector)], 2, pair_loss),
     "byol": Case(
-        lambda: BYOL(BYOLConfig(), SPEC), lambda: U.BYOL(CLASSES, False, **{k: KW[k] for k in
-                                                                           ("ema_decay", "num_heads", "num_enc_layers")}),
+        lambda: BYOL(BYOLConfig(), SPEC),
+        lambda: U.BYOL(CLASSES, False, ema_decay=0.996, num_heads=4, num_enc_layers=3),
         lambda o, t: [(online(o), t.encoder), (o.target_backbone.encoder, t.target_encoder),
                       (o.projector, t.projector), (o.target_projector, t.target_projector),
                       (o.predictor, t.predictor)],
@@ -218,7 +218,8 @@ CASES: dict[str, Case] = {
         lambda: VICReg(VICRegConfig(), SPEC), lambda: U.VICReg(CLASSES, 25.0, 25.0, 1.0, False),
         lambda o, t: [(online(o), t.encoder), (o.projector, t.projector)], 2, pair_loss),
     "vicreg-traj": Case(
-        lambda: VICRegTraj(VICRegTrajConfig(), SPEC), lambda: U.VICReg_Traj(CLASSES, 25.0, 25.0, 1.0, 1.0, False, False),
+        lambda: VICRegTraj(VICRegTrajConfig(), SPEC),
+        lambda: U.VICReg_Traj(CLASSES, 25.0, 25.0, 1.0, 1.0, False, False),
         lambda o, t: [(online(o), t.encoder), (o.projector, t.projector)],
         3, lambda t, views, actions: t(views[:, :3])[0]),  # engine.py: model(batch[:, :3])
 }

@@ -1,7 +1,7 @@
 """Decoded cache of 3DIEBench: every view decoded once at the training resolution, read back by memmap.
 
 JPEG decoding of 256 px renders on a few CPU cores cannot feed a GPU step of thousands of images/s.
-``python -m benchmark.data.cache --data-root DIR --image-size 128`` (or ``--set data.decoded_cache=true``
+``python -m benchmark.decoded_cache --data-root DIR --image-size 128`` (or ``--set data.decoded_cache=true``
 on a run, which builds it on first use) writes, per split and image size::
 
     <cache_dir>/3diebench-<split>-<size>px-<key>/     key = hash of the source root path
@@ -27,7 +27,6 @@ is resumed - each with a message saying why; with ``build=False`` the reason is 
 
 from __future__ import annotations
 
-import argparse
 import functools
 import hashlib
 import json
@@ -269,7 +268,7 @@ def _lock(path: Path) -> Iterator[None]:
             _say(f"waiting for another process writing the decoded cache {path}")
             fcntl.flock(f, fcntl.LOCK_EX)
         except OSError as e:  # a filesystem without locks: do not run two builds of one cache at once
-            _say(f"cannot lock {path} ({e}); build the cache once (python -m benchmark.data.cache) before "
+            _say(f"cannot lock {path} ({e}); build the cache once (python -m benchmark.decoded_cache) before "
                  f"starting several processes on it")
             yield
             return
@@ -342,7 +341,7 @@ def ensure_cache(ds: ThreeDIEBench, cache_dir: str | Path | None = None, progres
         if not status.ok:
             if not build_missing:
                 raise DataError(f"decoded cache {path} cannot be used: {status.reason}. Rebuild it with "
-                                f"python -m benchmark.data.cache (same --data-root/--image-size/--set options as "
+                                f"python -m benchmark.decoded_cache (same --data-root/--image-size/--set options as "
                                 f"the run), or set data.decoded_cache=false to read the JPEGs")
             if status.reason != "not built yet":
                 _say(f"decoded cache {path}: {status.reason}; "
@@ -397,41 +396,7 @@ def threedie_loader(cfg: RunConfig) -> Callable[..., ThreeDIEBench]:
                              workers=cfg.data.num_workers)
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m benchmark.data.cache", description=__doc__.split("\n")[0])
-    p.add_argument("--dataset", default="3diebench", choices=["3diebench", "3diebench-mini"])
-    p.add_argument("--data-root", help="the extracted 3DIEBench/ folder (3diebench-mini: the generator's cache)")
-    p.add_argument("--image-size", type=int, help="training resolution (default: the dataset's preset)")
-    p.add_argument("--splits", default="train,val")
-    p.add_argument("--verify", action="store_true", help="check the caches (no building); exit 1 if one is unusable")
-    p.add_argument("--full", action="store_true", help="with --verify: check every chunk, not a sample")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any config field")
-    args = p.parse_args(argv)
-    from benchmark.config import merge, parse_set
-    from benchmark.errors import SeqbenchError, user_message
-    from benchmark.registry import dataset_entry, resolve
+if __name__ == "__main__":  # the command's old name; the CLI needs the registry, so it lives outside benchmark.data
+    from benchmark.decoded_cache import main
 
-    try:
-        user = merge({"dataset": args.dataset, "data": {"root": args.data_root, "image_size": args.image_size}},
-                     parse_set(args.set))
-        user["data"] = {k: v for k, v in user["data"].items() if v is not None}
-        cfg = resolve(merge(user, {"data": {"decoded_cache": not args.verify}}))
-        entry, bad = dataset_entry(cfg.dataset), 0
-        for split in [s.strip() for s in args.splits.split(",") if s.strip()]:
-            ds = entry.build(cfg, split, 1, True)
-            if args.verify:
-                path = cache_path(ds, cfg.data.cache_dir)
-                status = inspect(path, ds, full=args.full)
-                bad += not status.ok
-                print(f"{split}: {path}: {'ok' if status.ok else status.reason}")
-            else:
-                print(f"{split}: {ds.cache_path} ({len(ds.objects)} objects x {ds.views_per_object} views, "
-                      f"{ds.image_size} px)")
-    except SeqbenchError as e:
-        print(f"error: {user_message(e)}", file=sys.stderr)
-        return 2
-    return 1 if bad else 0
-
-
-if __name__ == "__main__":
     sys.exit(main())

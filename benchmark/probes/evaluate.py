@@ -22,7 +22,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from benchmark.config import ProbeConfig, RunConfig
+from benchmark.config import PROBE_PRESETS, ProbeConfig, RunConfig
 from benchmark.data.base import SequenceDataset, collate
 from benchmark.probes import bank
 from benchmark.probes.heads import linear_probe, regression_probe
@@ -90,6 +90,7 @@ def evaluate(method: Method, cfg: RunConfig, train_ds: SequenceDataset, val_ds: 
                 for m in lens}
         per_rep[r] = {"top1": accs[str(cfg.eval_seq_len)], "top1_by_eval_len": accs}
     metrics = headline(method, per_rep, train_ds, va["label"].shape[0], tr["label"].shape[0])
+    metrics.update(probe_record(p))
     if use_bank:
         metrics["probe_protocol"] = f"{PROTOCOL}; {bank.PROTOCOL}"
         metrics["probe_samples"]["bank"] = {"views": bank.bank_size(train_ds, p.bank_views), "draws": p.bank_draws,
@@ -136,3 +137,12 @@ def headline(method: Method, per_rep: dict, ds: SequenceDataset, n_val: int, n_t
     metrics["probe_protocol"] = PROTOCOL
     metrics["probe_samples"] = {"train": n_train, "val": n_val}
     return metrics
+
+
+def probe_record(p: ProbeConfig) -> dict:
+    """How the heads were fitted, for result.json: ``probe_preset`` (the preset's name) and ``probe_fit`` (the
+    values used, ``bank_views`` 0 = every view, and the keys set apart from the preset in ``overrides``)."""
+    fit = {"optimizer": p.optimizer, "lr": p.lr, "weight_decay": p.weight_decay, "batch_size": p.batch_size,
+           "epochs": p.epochs, "view_protocol": p.view_protocol, "bank_views": p.bank_views}
+    overrides = sorted(k for k, v in PROBE_PRESETS[p.preset].items() if fit[k] != v)
+    return {"probe_preset": p.preset, "probe_fit": {**fit, "overrides": overrides}}

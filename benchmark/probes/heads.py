@@ -1,8 +1,9 @@
 """Probe heads trained on frozen, cached features; scored on the held-out split at the final epoch.
 
-Protocol (3diebench.md C.4, seqjepa.md A.5): Adam lr 1e-3, wd 0, batch 256; linear classifier;
-MLP in -> 1024 -> 1024 -> out (ReLU) for rotations; linear head for colour. The encoder is frozen in
-eval mode (Decision 4), so no BatchNorm statistics move during probing. No test-set selection:
+Protocol (3diebench.md C.4, seqjepa.md A.5): linear classifier; MLP in -> 1024 -> 1024 -> out (ReLU) for
+rotations; linear head for colour; fitted as ``probe.preset`` says (``benchmark/config.py`` PROBE_PRESETS: SIE's
+Adam 1e-3, wd 0, batch 256 by default, or seq-JEPA's AdamW 4e-4, wd 1e-3 on weights, batch 512). The encoder is
+frozen in eval mode (Decision 4), so no BatchNorm statistics move during probing. No test-set selection:
 the reported number is the last epoch's.
 """
 
@@ -27,10 +28,25 @@ def make_head(kind: str, d_in: int, d_out: int, hidden: int) -> nn.Module:
 EpochData = Callable[[int], tuple[Tensor, Tensor]]  # probe epoch -> (inputs, targets) drawn for it
 
 
+def make_optimizer(head: nn.Module, cfg: ProbeConfig) -> torch.optim.Optimizer:
+    """``probe.optimizer``: "adam" decays every parameter (SIE's eval scripts), "adamw" only the weights
+    (seq-JEPA's --is-eval: parameters with ndim 1 get no decay)."""
+    if cfg.optimizer == "adamw":
+        params = list(head.parameters())
+        groups = [{"params": [p for p in params if p.ndim > 1], "weight_decay": cfg.weight_decay},
+                  {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0}]
+        return torch.optim.AdamW(groups, lr=cfg.lr)
+    return torch.optim.Adam(head.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
 def fit_head(head: nn.Module, data: EpochData, loss_fn, cfg: ProbeConfig, seed: int) -> nn.Module:
-    """Adam on ``data(epoch)`` for ``cfg.epochs`` epochs, shuffled minibatches; the head in eval mode."""
+    """``probe.optimizer`` on ``data(epoch)`` for ``cfg.epochs`` epochs, shuffled minibatches; the head in eval mode.
+
+    Every head of a representation sees the same minibatches (same seed, same draws): fitting them one by one
+    equals fitting them jointly on the sum of their losses, as seq-JEPA's evaluation does.
+    """
     g = torch.Generator().manual_seed(seed)
-    opt = torch.optim.Adam(head.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    opt = make_optimizer(head, cfg)
     dev = next(head.parameters()).device
     head.train()
     for epoch in range(cfg.epochs):
