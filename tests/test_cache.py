@@ -191,3 +191,15 @@ def test_run_with_cache_matches_jpeg_run_and_records_it(tmp_path):
     assert {k: v for k, v in cached["metrics"].items() if k not in speed} == \
         {k: v for k, v in jpeg["metrics"].items() if k not in speed}
     assert len(list((tmp_path / "c").glob("3diebench-*"))) == 2  # train and val caches
+
+
+def test_cache_module_does_not_import_the_registry():
+    """No import cycle: the registry imports the data modules, never the reverse (the cache-building CLI that
+    needs the registry is benchmark/decoded_cache.py)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = ("import sys, benchmark.data.cache, benchmark.data.threedie; "
+            "assert 'benchmark.registry' not in sys.modules, 'benchmark.data imports the registry'")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1])

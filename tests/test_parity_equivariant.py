@@ -293,12 +293,17 @@ def test_missing_or_wrong_actions_are_clear_errors():
 
 # ---------------------------------------------------------------- end to end
 
-@pytest.mark.parametrize("name,sets", [("equimod", {}), ("sie", {}), ("sen", {}),
+@pytest.mark.parametrize("name,sets", [("equimod", {}), ("sie", {}), ("sen", {"probe.preset": "seqjepa"}),
                                        ("contextssl", {"model.n_embd": 64})])
 def test_cli_run_writes_result(tmp_path, name, sets):
     assert main(tiny_args(tmp_path, **sets) + ["--method", name]) == 0
     (path,) = tmp_path.rglob("result.json")
-    m = json.loads(path.read_text())["metrics"]
+    result = json.loads(path.read_text())
+    m = result["metrics"]
+    preset = sets.get("probe.preset", "sie")
+    assert m["probe_preset"] == result["config"]["probe"]["preset"] == preset
+    assert m["probe_fit"]["optimizer"] == ("adamw" if preset == "seqjepa" else "adam")
+    assert result["provenance"]["world_size"] == 1 and result["provenance"]["batchnorm_statistics"] == "global"
     for k in ("top1", "rotation_r2", "color_r2"):
         assert isinstance(m[k], float) and math.isfinite(m[k]), k
         assert m["headline_source"][k] == "encoder"
