@@ -219,6 +219,9 @@ def check(cfg: RunConfig) -> None:
     for k, v in positive.items():
         if v < 1:
             raise ConfigError(f"{k} must be >= 1, got {v}")
+    if not cfg.probe.lr > 0 or not cfg.probe.weight_decay >= 0:
+        raise ConfigError(f"probe.lr must be > 0 and probe.weight_decay >= 0, got {cfg.probe.lr} and "
+                          f"{cfg.probe.weight_decay}")
     if cfg.train.epochs < 0:
         raise ConfigError(f"train.epochs must be >= 0 (0 = evaluate at random initialisation), got {cfg.train.epochs}")
     if cfg.device not in ("cpu", "cuda", "auto") and not cfg.device.startswith("cuda:"):

@@ -26,9 +26,13 @@ def test_presets_fill_the_fitting_keys_and_explicit_keys_win() -> None:
     assert {k: getattr(ProbeConfig(), k) for k in PROBE_PRESETS["sie"]} == PROBE_PRESETS["sie"]
 
 
-def test_unknown_preset_is_a_config_error_naming_the_choices() -> None:
+def test_unknown_preset_or_bad_fit_values_are_config_errors() -> None:
     with pytest.raises(ConfigError, match="probe.preset: 'simclr' is not one of 'sie', 'seqjepa'"):
         resolve({"probe": {"preset": "simclr"}})
+    with pytest.raises(ConfigError, match="probe.optimizer: 'sgd' is not one of 'adam', 'adamw'"):
+        resolve({"probe": {"optimizer": "sgd"}})
+    with pytest.raises(ConfigError, match="probe.lr must be > 0"):
+        resolve({"probe": {"preset": "seqjepa", "lr": 0}})
 
 
 def test_3diebench_probes_every_view_under_both_presets() -> None:
