@@ -187,7 +187,8 @@ def probe_preset(entry: DatasetEntry, user: dict) -> dict:
 def resolve(user: dict) -> RunConfig:
     """User overrides (nested dict) -> fully resolved RunConfig.
 
-    Layers, later wins: dataclass defaults, the dataset's preset, the probe preset's values, the user's keys.
+    Layers, later wins: dataclass defaults, the dataset's preset, the probe preset's values, the user's
+    ``per_method`` block for this method, the user's other keys.
     """
     dataset = user.get("dataset", RunConfig.dataset)
     method = user.get("method", RunConfig.method)
@@ -195,7 +196,17 @@ def resolve(user: dict) -> RunConfig:
         raise ConfigError("method and dataset must be names (strings)")
     entry = dataset_entry(dataset)
     cls = method_class(method)
-    cfg = from_dict(RunConfig, merge(merge(entry.defaults, probe_preset(entry, user)), user))
+    user = dict(user)
+    per_method = user.pop("per_method", None) or {}
+    if not isinstance(per_method, dict) or not all(isinstance(v, dict) for v in per_method.values()):
+        raise ConfigError("per_method must map method names to settings, e.g. per_method: {seqjepa: {model: "
+                          "{ema_decay: 0.99}}}")
+    for name in per_method:
+        method_class(name)  # an unknown method name fails listing the valid ones
+    # A regime's settings for one method (e.g. benchmark/configs/pattern.yaml): above the dataset preset and the
+    # probe preset, below everything set directly.
+    explicit = merge(per_method.get(method, {}), user)
+    cfg = from_dict(RunConfig, merge(merge(entry.defaults, probe_preset(entry, explicit)), explicit))
     model = from_dict(cls.Config, cfg.model, "model")
     cfg = replace(cfg, model=to_dict(model))
     check(cfg)
