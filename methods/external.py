@@ -61,8 +61,9 @@ class ExternalEncoder(Method):
     Config = ExternalEncoderConfig
     headline = {"top1": "encoder", "rotation_r2": "encoder", "color_r2": "encoder"}
 
-    def __init__(self, cfg: ExternalEncoderConfig, spec: DataSpec) -> None:
-        super().__init__(cfg, spec)
+    def __init__(self, cfg: ExternalEncoderConfig, spec: DataSpec | None = None) -> None:
+        # It consumes nothing from the data; without a spec it declares no actions and no classes.
+        super().__init__(cfg, spec if spec is not None else DataSpec(image_size=0, action_dim=0, num_classes=0))
         self.uses_actions = False
         self.encoder = resnet18_encoder(cfg.stem)
         self.encoder.requires_grad_(False)  # evaluated frozen; never trained here
