@@ -16,7 +16,7 @@ from scipy.spatial.transform import Rotation
 from benchmark.config import DataConfig, ProbeConfig, RunConfig, TrainConfig
 from benchmark.data.base import SequenceDataset
 from benchmark.probes.path_integration import compose, path_integration
-from methods.contract import Method, Representation
+from methods.contract import DataSpec, Method, Representation
 
 CFG = RunConfig(data=DataConfig(seq_len=3, num_workers=0), train=TrainConfig(progress=False),
                 probe=ProbeConfig(epochs=60, batch_size=64, lr=1e-2, hidden=32, eval_seq_lens=(1, 4)))
@@ -51,7 +51,7 @@ class Probe(Method):
     headline = {"top1": "aggregate"}
 
     def __init__(self, w_act: float, w_vis: float) -> None:
-        super().__init__()
+        super().__init__(None, DataSpec(image_size=4, action_dim=2, num_classes=2))
         self.w_act, self.w_vis = w_act, w_vis
         self.uses_actions = w_act != 0
 
