@@ -252,8 +252,29 @@ def _smoke() -> Sweep:
                  "cluster)", tuple(runs))
 
 
-SWEEPS: dict[str, Sweep] = {s.name: s for s in (_paper_3diebench(), _seqlen_ablation(), _action_ablation(),
-                                                 _smoke())}
+# The invariance/equivariance pattern study (docs/pattern.md): each method at one shared regime given by a
+# config file, seq-JEPA also without actions and at random initialisation (the reference of its gains).
+PATTERN_METHODS = ("seqjepa", "simclr", "byol", "vicreg", "sie", "equimod", "sen", "cond-byol", "contextssl")
+CONFIGS = Path(__file__).resolve().parent / "configs"
+
+
+def _pattern(name: str, config: str, description: str) -> Sweep:
+    regime = flatten(load_yaml(CONFIGS / config))
+    runs = product(replicates(2), fixed(regime), chain(
+        axis("method", PATTERN_METHODS),
+        fixed({"method": "seqjepa", "model.act_cond": False}),
+        fixed({"method": "seqjepa", "train.epochs": 0}),
+    ))
+    return Sweep(name, description, tuple(runs))
+
+
+SWEEPS: dict[str, Sweep] = {s.name: s for s in (
+    _paper_3diebench(), _seqlen_ablation(), _action_ablation(), _smoke(),
+    _pattern("pattern", "pattern.yaml", "the invariance/equivariance pattern on 2 CPU cores: 9 methods, seq-JEPA "
+             "without actions and at random init, 2 seeds, on the pose-only 3diebench-mini (docs/pattern.md)"),
+    _pattern("pattern-gpu", "pattern-gpu.yaml", "the pattern study at the paper's backbone and resolution, sized "
+             "for one GPU in under an hour (docs/pattern.md)"),
+)}
 
 
 def load(name_or_path: str) -> Sweep:
