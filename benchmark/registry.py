@@ -91,7 +91,7 @@ def _image_mini_defaults(image_size: int, seq_len: int, epochs: int) -> dict:
 DATASETS: dict[str, DatasetEntry] = {
     "3diebench": DatasetEntry(
         _build_3diebench, _spec_3die(lambda cfg: 55),
-        # seq-JEPA's 3DIEBench script (seqjepa.md A.2): 1000 epochs, batch 512, 128 px, M_tr = 3.
+        # seq-JEPA's 3DIEBench script (docs/protocol.md §2): 1000 epochs, batch 512, 128 px, M_tr = 3.
         defaults={"data": {"image_size": 128, "seq_len": 3, "num_workers": 8},
                   "train": {"epochs": 1000, "batch_size": 512}},
         description="3DIEBench, official layout (--data-root or $SEQBENCH_DATA_ROOT)",
@@ -104,7 +104,7 @@ DATASETS: dict[str, DatasetEntry] = {
                   "probe": {"epochs": 100, "train_samples": 4, "val_samples": 4}},
         description="embedded procedural stand-in in the 3DIEBench layout (generated on first use)",
     ),
-    # Image datasets with augmentation / saccade actions (benchmark/data/{augment,saccades}.py, seqjepa.md A.4).
+    # Image datasets with augmentation / saccade actions (benchmark/data/{augment,saccades}.py, docs/protocol.md §4).
     "cifar100": DatasetEntry(
         cifar100.build, cifar100.spec,
         # seq-JEPA README's CIFAR100 example: 2000 epochs, batch 256, 32 px, M_tr = 3, --cifar-resnet.

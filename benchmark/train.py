@@ -37,7 +37,7 @@ from methods.contract import Method
 
 CHECKPOINT = "checkpoint.pt"
 LOG = "log.jsonl"
-PRESETS = {  # seqjepa.md Decision 3
+PRESETS = {  # docs/protocol.md, Decision 3
     "paper": {"optimizer": "adamw", "lr": 4e-4, "weight_decay": 1e-3, "cosine": True},
     "upstream-code": {"optimizer": "adam", "lr": 1e-3, "weight_decay": 0.0, "cosine": False},
 }

@@ -10,7 +10,7 @@ Layout (what ``cifar-100-python.tar.gz`` extracts to)::
 
 The pickles are read with an unpickler that only resolves numpy's array-rebuilding functions, so a
 tampered file cannot run code. seq-JEPA uses the 100 fine labels, 32 px views and the CIFAR ResNet
-stem (seqjepa.md A.4); the SSL split is ``train``, the probes train on ``train`` and test on ``test``.
+stem (docs/protocol.md §4); the SSL split is ``train``, the probes train on ``train`` and test on ``test``.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ Layout (what ``stl10_binary.tar.gz`` extracts to)::
 
 Sizes: train 5000, test 8000, unlabeled 100000 images (27648 bytes each); files are memory-mapped.
 seq-JEPA's PLS pre-trains on ``unlabeled`` and its probes train on ``train`` and test on ``test``
-(seqjepa.md A.4); the registry's ``train`` split therefore maps to ``data.stl10_pretrain`` for
+(docs/protocol.md §4); the registry's ``train`` split therefore maps to ``data.stl10_pretrain`` for
 pre-training and to ``train`` for the probes. Unlabeled images carry label -1 (never read by an SSL loss).
 """
 

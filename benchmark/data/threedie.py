@@ -1,6 +1,6 @@
 """3DIEBench loader for the official on-disk layout (Garrido et al., SIE, ICML 2023).
 
-Layout (see ../shared/docs/3diebench.md, C.1)::
+Layout (see docs/3diebench.md §1)::
 
     <root>/                      the extracted ``3DIEBench/`` folder (a parent holding it also works)
       <synset>/<object_id>/image_{0..49}.jpg, latent_{0..49}.npy (7 floats each)

@@ -147,5 +147,5 @@ def build(cfg: RunConfig, split: str, num_views: int, fixed: bool, root: str | P
 
 
 def spec(cfg: RunConfig, num_classes: int = 200) -> DataSpec:
-    # seq-JEPA passes --cifar-resnet for Tiny ImageNet too (seqjepa.md A.1).
+    # seq-JEPA passes --cifar-resnet for Tiny ImageNet too (docs/protocol.md §1).
     return DataSpec(cfg.data.image_size, action_dim(cfg.data.aug), num_classes, small_images=True)

@@ -1,6 +1,6 @@
 """Path integration: regress the cumulative transformation of a sequence from its aggregate representation.
 
-The paper (seqjepa.md A.5, ``path_int_fig.pdf``; published curves in paper-results.md B.2) plots
+The paper (docs/protocol.md §5, ``path_int_fig.pdf``; published curves in benchmark/paper_results.yaml) plots
 "Angular path prediction R^2" (3DIEBench) and "Saccade path prediction R^2" (STL-10 PLS) against M_val
 for three models: vision + action conditioning, vision without action conditioning (a model trained with
 ``model.act_cond=false``), and "no vision" + action conditioning. No code is released, so the task
