@@ -26,9 +26,9 @@ import submitit
 from benchmark import sweeps
 from benchmark.config import RunConfig, from_dict, load_yaml, merge, parse_set, run_dir
 from benchmark.errors import ConfigError, SeqbenchError, user_message
-from benchmark.results import REPO_ROOT, RESULT_FILE
-from benchmark.train import CHECKPOINT, LOG
-from slurm.job import RunJob
+
+# Modules that import torch (benchmark.results, benchmark.train, slurm.job) are imported where they are
+# used, so that `--help` answers at once.
 
 CLUSTERS_DIR = Path(__file__).resolve().parent / "clusters"
 SUBMISSION_FILE = "submission.json"  # in the run directory: which job was last submitted for it
@@ -131,6 +131,9 @@ def run_status(directory: Path, live: dict[str, str] | None) -> str:
 
     queued/running needs the job id the launcher recorded in the run directory and squeue to see it.
     """
+    from benchmark.results import RESULT_FILE
+    from benchmark.train import CHECKPOINT, LOG
+
     if (directory / RESULT_FILE).is_file():
         return "done"
     sub = directory / SUBMISSION_FILE
@@ -210,6 +213,8 @@ class Launch:
 
 
 def run_overrides(args: argparse.Namespace) -> dict:
+    from benchmark.results import REPO_ROOT
+
     out = Path(args.out).resolve() if args.out else REPO_ROOT / "results" / "runs"
     flags: dict = {"out": str(out)}  # absolute: jobs may start in another directory
     if args.device:
@@ -235,6 +240,8 @@ def check_executor(kind: str) -> None:
 
 def launch(args: argparse.Namespace, log=print) -> Launch:
     """Validate everything, print the table, submit what is not done. Raises SeqbenchError on bad input."""
+    from slurm.job import RunJob
+
     sweep = sweeps.load(args.sweep)
     indices = parse_only(args.only, len(sweep)) if args.only else list(range(len(sweep)))
     overrides = run_overrides(args)
