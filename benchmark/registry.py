@@ -14,6 +14,7 @@ from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from benchmark.config import RunConfig, from_dict, to_dict
+from benchmark.data import checks
 from benchmark.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -126,12 +127,14 @@ METHODS: Lazy[type[Method]] = Lazy({
 class DatasetEntry:
     """``build(cfg, split, num_views, fixed)`` makes a split; ``spec(cfg)`` what a method must know.
 
-    ``load()`` imports the dataset's code and returns an object with those two functions.
+    ``load()`` imports the dataset's code and returns an object with those two functions. ``check(cfg)``
+    (None for generated datasets) raises a DataError if the files a run needs are not where it will look.
     """
 
     load: Callable[[], Any]
     defaults: dict = field(default_factory=dict)  # preset applied before the user's config
     description: str = ""
+    check: Callable[[RunConfig], None] | None = None
 
     def build(self, cfg: RunConfig, split: str, num_views: int, fixed: bool) -> SequenceDataset:
         return self.load().build(cfg, split, num_views, fixed)
@@ -222,6 +225,7 @@ DATASETS: dict[str, DatasetEntry] = {
         defaults={"data": {"image_size": 128, "seq_len": 3, "num_workers": 8},
                   "train": {"epochs": 1000, "batch_size": 512}},
         description="3DIEBench, official layout (--data-root or $SEQBENCH_DATA_ROOT)",
+        check=checks.check_3diebench,
     ),
     "3diebench-mini": DatasetEntry(
         _3diebench_mini,
@@ -238,6 +242,7 @@ DATASETS: dict[str, DatasetEntry] = {
         defaults={"data": {"image_size": 32, "seq_len": 3, "num_workers": 8},
                   "train": {"epochs": 2000, "batch_size": 256}},
         description="CIFAR-100 python batches (--data-root: the folder holding cifar-100-python/)",
+        check=checks.check_cifar100,
     ),
     "tinyimagenet": DatasetEntry(
         _tinyimagenet,
@@ -245,6 +250,7 @@ DATASETS: dict[str, DatasetEntry] = {
         defaults={"data": {"image_size": 64, "seq_len": 3, "num_workers": 8},
                   "train": {"epochs": 2000, "batch_size": 256}},
         description="Tiny ImageNet (--data-root: the folder holding tiny-imagenet-200/)",
+        check=checks.check_tinyimagenet,
     ),
     "stl10": DatasetEntry(
         _stl10,
@@ -252,6 +258,7 @@ DATASETS: dict[str, DatasetEntry] = {
         defaults={"data": {"image_size": 96, "seq_len": 3, "num_workers": 8},
                   "train": {"epochs": 2000, "batch_size": 256}},
         description="STL-10 binaries as augmentation sequences (--data-root: the folder holding stl10_binary/)",
+        check=checks.check_stl10,
     ),
     "stl10-saccades": DatasetEntry(
         _saccades,
@@ -259,6 +266,7 @@ DATASETS: dict[str, DatasetEntry] = {
         defaults={"data": {"image_size": 32, "seq_len": 4, "num_workers": 8},
                   "train": {"epochs": 2000, "batch_size": 512}},
         description="STL-10 PLS glimpse sequences (--data-root: stl10_binary/ + salmap-stl10/ saliency arrays)",
+        check=checks.check_stl10_saccades,
     ),
     # Generated stand-ins in the official formats. Views are smaller than the formats' native sizes (the CIFAR
     # stem at 32 px costs 4x a 64 px ImageNet-stem view on a CPU) so that each default run costs about as much

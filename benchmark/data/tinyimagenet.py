@@ -33,7 +33,8 @@ FOLDER = "tiny-imagenet-200"
 MEAN = (0.4802, 0.4481, 0.3975)  # upstream TinyImageNet_aug normalisation
 STD = (0.2302, 0.2265, 0.2262)
 SIZE = 64
-GET_IT = ("Download http://cs231n.stanford.edu/tiny-imagenet-200.zip (237 MB), extract it and pass the folder "
+GET_IT = ("Get it with `python -m benchmark.data.download tinyimagenet --root DIR`, or download "
+          "http://cs231n.stanford.edu/tiny-imagenet-200.zip (237 MB) and extract it; then pass the folder "
           "holding tiny-imagenet-200/ with --data-root (or set SEQBENCH_DATA_ROOT).")
 
 
