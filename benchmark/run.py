@@ -70,6 +70,7 @@ def _run(cfg: RunConfig, out: Path, env: distributed.DistEnv, device: torch.devi
     from benchmark import distributed, fastpath
     from benchmark.data.base import available_cpus, loader_workers
     from benchmark.probes.evaluate import evaluate
+    from benchmark.probes.online import OnlineProbes
     from benchmark.results import RESULT_FILE, now, provenance, read_result, write_result
     from benchmark.train import CHECKPOINT, LOG, train
 
@@ -99,7 +100,9 @@ def _run(cfg: RunConfig, out: Path, env: distributed.DistEnv, device: torch.devi
     log(f"DataLoader workers: {workers} (data.num_workers={cfg.data.num_workers}, {available_cpus()} CPU cores "
         f"available to this process)")
     if cfg.train.epochs > 0:
-        summary = train(cfg, method, train_ds, out, device, stop_requested)
+        online = (OnlineProbes(method, cfg, probe_train, probe_val, device)
+                  if cfg.train.online_probe_every and env.is_main else None)
+        summary = train(cfg, method, train_ds, out, device, stop_requested, online)
         if summary.interrupted or (stop_requested is not None and stop_requested()):
             log(f"interrupted at step {summary.steps}/{summary.total_steps}; checkpoint saved in {out}")
             return RunOutcome(out, "interrupted", None)
