@@ -203,7 +203,7 @@ PAIR_BASELINES = ("simclr", "byol", "vicreg", "sen", "equimod", "sie", "cond-byo
 # The transformer-augmented controls (baselines/tx.py): seq_len = observations per sequence.
 TX_BASELINES = ("simclr+tx", "byol+tx", "vicreg+tx")
 TABLE1_EVAL_LENS = [1, 3, 5]  # Table 1 reports seq-JEPA at M_val 1, 3 (M_tr=1) and 3, 5 (M_tr=3)
-HEATMAP_TRAIN_LENS = [1, 2, 3, 4, 5]  # 3db_rotation_heatmap.pdf columns (../shared/docs/paper-results.md B.2)
+HEATMAP_TRAIN_LENS = [1, 2, 3, 4, 5]  # 3db_rotation_heatmap.pdf columns (benchmark/paper_results.yaml)
 HEATMAP_EVAL_LENS = list(range(1, 9))  # its rows: M_val = 1..8, probed from each run (no retraining)
 
 # Settings of the embedded tiny dataset used by tests and CI: seconds per run on one CPU core.
