@@ -3,7 +3,7 @@
 Devillers & Lefort, "EquiMod: An Equivariance Module to Improve Visual Instance Discrimination",
 ICLR 2023, arXiv:2211.01244. Follows ``hafezgh/seq-jepa:seq-jepa/src/models.py`` class
 ``SimCLREquiMod`` (itself based on ``ADevillers/EquiMod@SimCLR+EquiMod:src/model.py``), see
-../shared/docs/baselines.md D.2. Two views x, y of one object with relative action a (x -> y):
+docs/baselines.md §2. Two views x, y of one object with relative action a (x -> y):
 
     h_x, h_y = f(x), f(y)                                 (ResNet-18, 512-d; the probed representation)
     z_x, z_y = g_inv(h_x), g_inv(h_y)                     (512 -> 1024 -> 1024 -> 128, last BN affine=False)

@@ -1,6 +1,6 @@
 """Probe heads trained on frozen, cached features; scored on the held-out split at the final epoch.
 
-Protocol (3diebench.md C.4, seqjepa.md A.5): linear classifier; MLP in -> 1024 -> 1024 -> out (ReLU) for
+Protocol (docs/3diebench.md §4, docs/protocol.md §5): linear classifier; MLP in -> 1024 -> 1024 -> out (ReLU) for
 rotations; linear head for colour; fitted as ``probe.preset`` says (``benchmark/config.py`` PROBE_PRESETS: SIE's
 Adam 1e-3, wd 0, batch 256 by default, or seq-JEPA's AdamW 4e-4, wd 1e-3 on weights, batch 512). The encoder is
 frozen in eval mode (Decision 4), so no BatchNorm statistics move during probing. No test-set selection:
