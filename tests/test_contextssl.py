@@ -272,6 +272,20 @@ def test_partial_last_context_is_a_shorter_context():
     assert m.context_pairs(32) == 4 and build(context_pairs=64).context_pairs(32) == 32  # mini preset: B = 32
 
 
+def test_action_conditions_its_token_and_later_context_but_not_its_pair():
+    m = build(random_mask=False, context_pairs=64).eval()
+    z = torch.randn(3, 2, m.dim, generator=torch.Generator().manual_seed(10))
+    a = torch.randn(3, 6, generator=torch.Generator().manual_seed(11))
+    with torch.no_grad():
+        out = m.contextualise(z, a, "rotcolor").flatten(0, 1)
+        a2 = a.clone()
+        a2[1] += 1.0  # the action of pair 1 (tokens 2 and 3)
+        out2 = m.contextualise(z, a2, "rotcolor").flatten(0, 1)
+    changed = [not torch.allclose(out[k], out2[k], atol=1e-6) for k in range(6)]
+    # Earlier tokens and x+_1 (which may not see its own x_1) are unchanged; x_1 and the later pair change.
+    assert changed == [False, False, True, False, True, True]
+
+
 def image_keys(views: torch.Tensor) -> list[str]:
     return [hashlib.sha1(v.numpy().tobytes()).hexdigest() for v in views]
 
@@ -358,3 +372,9 @@ def test_cli_upstream_preset_trains_on_the_mini(tmp_path):
     logs = [json.loads(line) for line in (path.parent / "log.jsonl").read_text().splitlines()]
     assert logs and all(entry["context_pairs"] == 4 for entry in logs)  # tiny_args: batch 4 < 64
     assert {entry["env"] for entry in logs} <= {0.0, 1.0}
+
+
+def test_cli_colour_environment_on_rotation_actions_is_a_config_error(tmp_path, capsys):
+    assert main(tiny_args(tmp_path, **{"model.n_embd": 64, "model.env_ratio": "[0.5,0.5,0]"})
+                + ["--method", "contextssl"]) == 2
+    assert "latent_type=rotcolor" in capsys.readouterr().err
