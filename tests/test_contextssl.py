@@ -13,16 +13,20 @@ import hashlib
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 import torchvision
+from scipy.spatial.transform import Rotation
 from torch import nn
 from torch.utils.data import DataLoader
 
 from baselines.contextssl import ContextSSL, ContextSSLConfig, contextssl_nt_xent
-from benchmark.config import from_dict, merge, parse_set
+from benchmark.config import AugConfig, SaccadeConfig, from_dict, merge, parse_set
+from benchmark.data.augment import AugmentedSequences
 from benchmark.data.base import collate, to_batch
+from benchmark.data.saccades import SaccadeSequences
 from benchmark.registry import dataset_entry, resolve
 from benchmark.run import main
 from benchmark.train import EpochSampler
@@ -320,6 +324,65 @@ def test_no_context_on_the_mini_holds_the_same_image_twice():
 def nest(flat: dict) -> dict:
     """{"a.b": v} -> {"a": {"b": v}} with YAML-typed values, as --set gives."""
     return parse_set([f"{k}={v}" for k, v in flat.items()])
+
+
+class Images:
+    """A tiny in-memory ImageSource for the augmentation and saccade datasets."""
+
+    name, mean, std = "fake", (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
+    labels = np.arange(4) % 2
+
+    def __len__(self) -> int:
+        return 4
+
+    def image(self, index: int) -> torch.Tensor:
+        return torch.randint(0, 256, (3, 24, 24), generator=torch.Generator().manual_seed(index), dtype=torch.uint8)
+
+
+@pytest.mark.parametrize("latent_type", ["rot", "rotcolor", "all"])
+def test_3diebench_latents_are_absolute_parameters_in_the_action_layout(latent_type):
+    """The mini (3DIEBench loader): latents = [quat(R_i), hues...] as upstream's ``individual_params``; the
+    action between two views is R_0^-1 R_1 and the hue difference of those absolute parameters."""
+    cfg = resolve(merge(nest({**TINY_SETS, "data.image_size": 32}),
+                        {"method": "contextssl", "data": {"latent_type": latent_type}}))
+    ds = dataset_entry(cfg.dataset).build(cfg, "train", 3, False)
+    batch = to_batch(collate([ds[k] for k in range(4)]))
+    a = batch.actions.shape[-1]
+    assert batch.latents is not None and batch.latents.shape == (4, 3, a) and batch.latents.dtype == torch.float32
+    for b in range(4):
+        raw = ds[b]["latents"].numpy()  # the (V, 7) latent_k.npy values
+        lat = batch.latents[b].numpy()
+        q = Rotation.from_euler("xyz", raw[:, :3]).as_quat()
+        assert np.allclose(lat[:, :4], q, atol=1e-6)  # scalar-last, not canonicalised (upstream)
+        idx = {"rot": [], "rotcolor": [3, 6], "all": [3, 4, 5, 6]}[latent_type]
+        assert np.allclose(lat[:, 4:], raw[:, idx], atol=1e-6)
+        r = Rotation.from_quat(lat[:-1, :4]).inv() * Rotation.from_quat(lat[1:, :4])
+        assert np.allclose(np.abs((r.as_quat() * batch.actions[b, :, :4].numpy()).sum(-1)), 1, atol=1e-5)
+        assert np.allclose(batch.actions[b, :, 4:].numpy(), lat[1:, 4:] - lat[:-1, 4:], atol=1e-5)
+
+
+def test_image_datasets_latents_are_the_absolute_parameters_whose_differences_are_the_actions():
+    aug = AugmentedSequences(Images(), 3, 16, AugConfig(), seed=0, fixed=False, num_classes=2)
+    sac = SaccadeSequences(Images(), None, 3, 16, SaccadeConfig(saliency="spectral", fovea=12), seed=0, fixed=False,
+                           num_classes=2)
+    for ds, width in ((aug, 9), (sac, 2)):
+        batch = to_batch(collate([ds[k] for k in range(4)]))
+        assert batch.latents is not None and batch.latents.shape == (4, 3, width)
+        assert torch.allclose(batch.latents[:, 1:] - batch.latents[:, :-1], batch.actions, atol=1e-6)
+        assert batch.latents.abs().sum() > 0
+    assert torch.all((sac[0]["abs_latents"] >= 0) & (sac[0]["abs_latents"] < 1))  # fixation (row, col) / side
+    crop = AugmentedSequences(Images(), 2, 16, AugConfig(condition="crop"), seed=0, fixed=False, num_classes=2)
+    assert crop[0]["abs_latents"].shape == (2, 4)  # the conditioned columns only, as the actions
+
+
+def test_batch_latents_are_optional_and_move_with_the_batch():
+    batch = pair_batch(2)
+    assert Batch(batch.views, batch.actions, batch.labels).latents is None
+    assert Batch(batch.views, batch.actions, batch.labels).to("cpu").latents is None
+    moved = batch.to("cpu")
+    assert moved.latents is not None and torch.equal(moved.latents, batch.latents)
+    assert to_batch(collate([{"views": torch.zeros(2, 3, 4, 4), "actions": torch.zeros(1, 2), "label": 0,
+                              "targets": {}}])).latents is None
 
 
 # ---------------------------------------------------------------- errors and variants
