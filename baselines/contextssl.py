@@ -208,7 +208,7 @@ def check_latents(name: str, latents: Tensor | None, expected_dim: int, views: i
 class ContextSSL(Method):
     name = "contextssl"
     Config = ContextSSLConfig
-    # seq-JEPA's baseline protocol: every probe reads the 512-d encoder output (baselines.md D.4).
+    # seq-JEPA's baseline protocol: every probe reads the encoder output.
     headline = {"top1": "encoder", "rotation_r2": "encoder", "color_r2": "encoder"}
 
     def __init__(self, cfg: ContextSSLConfig, spec: DataSpec) -> None:
