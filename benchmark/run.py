@@ -22,6 +22,7 @@ from benchmark import distributed, fastpath
 from benchmark.config import RunConfig, layered_overrides, run_dir, to_dict
 from benchmark.errors import SeqbenchError, user_message
 from benchmark.probes.evaluate import evaluate
+from benchmark.probes.online import OnlineProbes
 from benchmark.registry import DATASETS, METHODS, build_method, dataset_entry, resolve
 from benchmark.results import RESULT_FILE, now, provenance, read_result, write_result
 from benchmark.train import CHECKPOINT, LOG, train
@@ -80,7 +81,9 @@ def _run(cfg: RunConfig, out: Path, env: distributed.DistEnv, device: torch.devi
     start, t0 = now(), time.perf_counter()
     log(f"run directory: {out}")
     if cfg.train.epochs > 0:
-        summary = train(cfg, method, train_ds, out, device, stop_requested)
+        online = (OnlineProbes(method, cfg, probe_train, probe_val, device)
+                  if cfg.train.online_probe_every and env.is_main else None)
+        summary = train(cfg, method, train_ds, out, device, stop_requested, online)
         if summary.interrupted or (stop_requested is not None and stop_requested()):
             log(f"interrupted at step {summary.steps}/{summary.total_steps}; checkpoint saved in {out}")
             return RunOutcome(out, "interrupted", None)

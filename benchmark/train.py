@@ -37,9 +37,13 @@ from methods.contract import Method
 
 CHECKPOINT = "checkpoint.pt"
 LOG = "log.jsonl"
-PRESETS = {  # seqjepa.md Decision 3
+PRESETS = {  # README "Protocol decisions", 3
     "paper": {"optimizer": "adamw", "lr": 4e-4, "weight_decay": 1e-3, "cosine": True},
-    "upstream-code": {"optimizer": "adam", "lr": 1e-3, "weight_decay": 0.0, "cosine": False},
+    # What hafezgh/seq-jepa main_transformed_views.py runs in training: Adam(lr=1e-3, wd=0) (line 237; the
+    # AdamW branch is only built for evaluation), but every epoch its warm-up code sets the lr to --lr 4e-4
+    # after the warm-up (lines 300-308), overwriting both the constructor's 1e-3 and the cosine scheduler's
+    # step: linear warm-up to 4e-4, then constant.
+    "upstream-code": {"optimizer": "adam", "lr": 4e-4, "weight_decay": 0.0, "cosine": False},
 }
 
 
@@ -145,10 +149,13 @@ def load_checkpoint(path: Path) -> dict:
 
 
 def train(cfg: RunConfig, method: Method, dataset: SequenceDataset, run_dir: Path, device: torch.device,
-          stop_requested: Callable[[], bool] | None = None) -> TrainSummary:
+          stop_requested: Callable[[], bool] | None = None,
+          online_probes: Callable[[], dict[str, float]] | None = None) -> TrainSummary:
     """Pre-train ``method`` on ``dataset``; resumes from ``run_dir/checkpoint.pt`` if present.
 
     Under data parallelism every rank calls this with the same arguments (``device`` = its own).
+    ``online_probes`` (rank 0; benchmark/probes/online.py) runs before the first step and every
+    ``train.online_probe_every`` steps; its metrics join that step's log line.
     """
     tc = cfg.train
     env = distributed.current()
@@ -201,6 +208,10 @@ def train(cfg: RunConfig, method: Method, dataset: SequenceDataset, run_dir: Pat
                          "config": to_dict(cfg)}, ckpt_path)
 
     log = (run_dir / LOG).open("a") if env.is_main else None
+    every = tc.online_probe_every if online_probes is not None and env.is_main else 0
+    if every and step == 0 and log is not None:  # the random-init reference of the online curves
+        log.write(json.dumps({"step": 0, "epoch": 0, **online_probes()}) + "\n")
+        log.flush()
     bar = tqdm(total=total, initial=step, desc=f"train {cfg.method}", unit="step",
                disable=not (tc.progress and env.is_main))
     last_loss, interrupted = float("nan"), False
@@ -230,13 +241,20 @@ def train(cfg: RunConfig, method: Method, dataset: SequenceDataset, run_dir: Pat
                 step += 1
                 method.on_step_end(step, total)
                 bar.update(1)
-                if log is not None and (step % tc.log_every == 0 or step == total):
+                online = every and (step % every == 0 or step == total)
+                if log is not None and (step % tc.log_every == 0 or step == total or online):
                     now = time.perf_counter()
                     ips = (step - step_window) * tc.batch_size * views_per_sample / max(now - t_window, 1e-9)
-                    t_window, step_window = now, step
-                    bar.set_postfix(loss=f"{last_loss:.4f}", img_s=f"{ips:.0f}")
-                    log.write(json.dumps({"step": step, "epoch": epoch, "loss": last_loss, "lr": lr,
-                                          "img_per_s": round(ips, 1), **out.logs}) + "\n")
+                    line = {"step": step, "epoch": epoch, "loss": last_loss, "lr": lr, "img_per_s": round(ips, 1),
+                            **out.logs}
+                    if online:
+                        line.update(online_probes())
+                        bar.set_postfix({k.removeprefix("online_"): v for k, v in line.items()
+                                         if k.startswith("online_")} | {"loss": f"{last_loss:.4f}"})
+                    else:
+                        bar.set_postfix(loss=f"{last_loss:.4f}", img_s=f"{ips:.0f}")
+                    t_window, step_window = time.perf_counter(), step  # images/s leaves the probes out
+                    log.write(json.dumps(line) + "\n")
                     log.flush()
                 if distributed.any_rank(stop_requested is not None and stop_requested()):
                     interrupted = True  # finish this step, checkpoint at it (below), return

@@ -111,7 +111,12 @@ class SeqJEPA(Method):
             z_agg = torch.cat([z_agg, self.action_emb(actions[:, m - 1])], dim=-1)
         pred = self.predictor(z_agg)
         loss = cosine_loss(pred, z_target)
-        return StepOutput(loss, {"loss": float(loss.detach())})
+        # The loss of a predictor that ignores its input and always says the batch-mean target: a loss that
+        # stays at this level means the predictions carry no view-specific information (yet).
+        with torch.no_grad():
+            baseline = cosine_loss(z_target.mean(0, keepdim=True).expand_as(z_target), z_target)
+        logged, base = torch.stack([loss.detach(), baseline]).tolist()  # one host sync for both
+        return StepOutput(loss, {"loss": logged, "baseline_loss": base})
 
     @torch.no_grad()
     def encode(self, views: Tensor, actions: Tensor | None = None) -> dict[str, Tensor]:
