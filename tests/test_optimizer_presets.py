@@ -10,8 +10,8 @@ from torch.optim.lr_scheduler import CosineAnnealingLR
 from benchmark.config import RunConfig, TrainConfig
 from benchmark.train import build_optimizer
 from methods.components import warmup_cosine
-from methods.seqjepa import SeqJEPA, SeqJEPAConfig
 from methods.contract import DataSpec
+from methods.seqjepa import SeqJEPA, SeqJEPAConfig
 
 EPOCHS, WARMUP, LR, INIT_LR = 30, 5, 4e-4, 1e-5
 
