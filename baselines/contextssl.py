@@ -3,7 +3,8 @@
 Gupta, Wang, Wang, Jaakkola, Jegelka, "In-Context Symmetries: Self-Supervised Learning through
 Contextual World Models", NeurIPS 2024, arXiv:2405.18193. Built as ``Sharut/In-Context-Symmetries``
 @ 124736d (MIT): ``main.py`` training step and ``nt_xent``, ``models.py`` ``BranchNetwork``,
-``gptmodel.py`` ``GPT``, hyper-parameters from the README command. Deviations: baselines/PROVENANCE.md.
+``gptmodel.py`` ``GPT``, hyper-parameters from the README command (docs/baselines.md §3). Deviations:
+baselines/PROVENANCE.md.
 
 Each object of a batch gives ONE (x, x+) pair: two views and the relative action r (x -> x+). With
 z = f(x) (encoder output, projector = Identity) the pairs become interleaved tokens
@@ -208,7 +209,7 @@ def check_latents(name: str, latents: Tensor | None, expected_dim: int, views: i
 class ContextSSL(Method):
     name = "contextssl"
     Config = ContextSSLConfig
-    # seq-JEPA's baseline protocol: every probe reads the encoder output.
+    # seq-JEPA's baseline protocol: every probe reads the encoder output (docs/baselines.md §4).
     headline = {"top1": "encoder", "rotation_r2": "encoder", "color_r2": "encoder"}
 
     def __init__(self, cfg: ContextSSLConfig, spec: DataSpec) -> None:

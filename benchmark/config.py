@@ -32,14 +32,14 @@ class MiniConfig:
     resolution: int = 64  # rendered JPEG size in pixels (3DIEBench: 256)
     seed: int = 0  # generator seed: same settings + seed -> byte-identical tree
     # "3diebench": every view draws all of 3DIEBench's latents (rotation, floor hue, spot light);
-    # "pose-only": floor hue and spot light are drawn once per object, so only the pose changes between
-    # an object's views (benchmark/configs/pattern.yaml; docs/pattern.md says why)
+    # "pose-only": the same shapes and poses under one fixed scene and one set of part colours for all
+    # objects, so only the pose changes between views (benchmark/configs/pattern.yaml; docs/pattern.md)
     variant: Literal["3diebench", "pose-only"] = "3diebench"
 
 
 @dataclass(frozen=True)
 class AugConfig:
-    """Augmentation sequences of cifar100 / tinyimagenet / stl10 (benchmark/data/augment.py, seqjepa.md A.4)."""
+    """Augmentation sequences of cifar100 / tinyimagenet / stl10 (benchmark/data/augment.py, docs/protocol.md §4)."""
 
     condition: Literal["aug", "crop", "jitter", "blur"] = "aug"  # action = crop+jitter+blur (9) / crop (4) / ...
     blur: bool = True  # false = upstream --no-blur: no Gaussian blur, 8-d "aug" action
@@ -50,7 +50,7 @@ class AugConfig:
 
 @dataclass(frozen=True)
 class SaccadeConfig:
-    """Predictive learning across saccades, stl10-saccades (benchmark/data/saccades.py, seqjepa.md A.4)."""
+    """Predictive learning across saccades, stl10-saccades (benchmark/data/saccades.py, docs/protocol.md §4)."""
 
     # precomputed = saliency_{unlabeled,train,test}.npy (the paper's DeepGaze IIE maps); the others need no weights
     saliency: Literal["precomputed", "spectral", "centre-surround", "uniform"] = "precomputed"

@@ -14,19 +14,21 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
 import yaml
 
-from benchmark import distributed, fastpath
 from benchmark.config import RunConfig, layered_overrides, run_dir, to_dict
 from benchmark.errors import SeqbenchError, user_message
-from benchmark.probes.evaluate import evaluate
-from benchmark.probes.online import OnlineProbes
 from benchmark.registry import DATASETS, METHODS, build_method, dataset_entry, resolve
-from benchmark.results import RESULT_FILE, now, provenance, read_result, write_result
-from benchmark.train import CHECKPOINT, LOG, train
 
+if TYPE_CHECKING:
+    import torch
+
+    from benchmark import distributed
+
+# torch and everything that imports it are imported inside the functions that train, so that
+# `--help` and errors in the command line answer at once (tests/test_cli_startup.py checks it).
 CONFIG_FILE = "config.yaml"
 
 
@@ -38,6 +40,8 @@ class RunOutcome:
 
 
 def pick_device(name: str) -> torch.device:
+    from benchmark import distributed
+
     return distributed.device_for(name, distributed.DistEnv())
 
 
@@ -48,6 +52,9 @@ def run_one(cfg: RunConfig, force: bool = False, stop_requested: Callable[[], bo
     ``stop_requested`` is polled after every training step and once before the probes; when it
     returns True the run checkpoints and returns status "interrupted" (the same call resumes it).
     """
+    from benchmark import distributed
+    from benchmark.results import RESULT_FILE, read_result
+
     out = run_dir(cfg)
     if not force and (out / RESULT_FILE).is_file():
         log(f"already finished: {out} (use --force to re-run)")
@@ -58,6 +65,15 @@ def run_one(cfg: RunConfig, force: bool = False, stop_requested: Callable[[], bo
 
 def _run(cfg: RunConfig, out: Path, env: distributed.DistEnv, device: torch.device, force: bool,
          stop_requested: Callable[[], bool] | None, log: Callable[[str], None]) -> RunOutcome:
+    import torch
+
+    from benchmark import distributed, fastpath
+    from benchmark.data.base import available_cpus, loader_workers
+    from benchmark.probes.evaluate import evaluate
+    from benchmark.probes.online import OnlineProbes
+    from benchmark.results import RESULT_FILE, now, provenance, read_result, write_result
+    from benchmark.train import CHECKPOINT, LOG, train
+
     if not env.is_main:
         log = lambda msg: None  # rank 0 speaks for the run
     torch.manual_seed(cfg.seed)
@@ -80,6 +96,9 @@ def _run(cfg: RunConfig, out: Path, env: distributed.DistEnv, device: torch.devi
     distributed.barrier()  # the other ranks read the checkpoint only once rank 0 has prepared the folder
     start, t0 = now(), time.perf_counter()
     log(f"run directory: {out}")
+    workers = loader_workers(cfg.data.num_workers)
+    log(f"DataLoader workers: {workers} (data.num_workers={cfg.data.num_workers}, {available_cpus()} CPU cores "
+        f"available to this process)")
     if cfg.train.epochs > 0:
         online = (OnlineProbes(method, cfg, probe_train, probe_val, device)
                   if cfg.train.online_probe_every and env.is_main else None)
@@ -98,6 +117,7 @@ def _run(cfg: RunConfig, out: Path, env: distributed.DistEnv, device: torch.devi
     metrics.update({k: train_info[k] for k in ("train_loss_final", "images_per_s")})
     extra = {"train_steps": train_info["steps"], "train_total_steps": train_info["total_steps"],
              "dataset_note": train_ds.label_note or None, "amp_bf16": cfg.train.amp and device.type == "cuda",
+             "dataloader_workers": workers,
              **fastpath.provenance(cfg, device)}
     path = write_result(out, cfg, metrics, provenance(device, start, time.perf_counter() - t0, extra))
     log(f"wrote {path}")
