@@ -1,41 +1,38 @@
 """ContextSSL: contrastive learning through a contextual (in-context) world model.
 
 Gupta, Wang, Wang, Jaakkola, Jegelka, "In-Context Symmetries: Self-Supervised Learning through
-Contextual World Models", NeurIPS 2024, arXiv:2405.18193. Follows ``Sharut/In-Context-Symmetries``
-(``main.py`` training loop and ``nt_xent``, ``models.py`` ``BranchNetwork``, ``gptmodel.py`` ``GPT``,
-README command), see docs/baselines.md §3.
+Contextual World Models", NeurIPS 2024, arXiv:2405.18193. Built as ``Sharut/In-Context-Symmetries``
+@ 124736d (MIT): ``main.py`` training step and ``nt_xent``, ``models.py`` ``BranchNetwork``,
+``gptmodel.py`` ``GPT``, hyper-parameters from the README command (docs/baselines.md §3). Deviations:
+baselines/PROVENANCE.md.
 
-A context is a sequence of (x, x+) pairs with relative actions r (x -> x+). With z = f(x) (512-d,
-projector = Identity) the transformer sees 2L tokens
+Each object of a batch gives ONE (x, x+) pair: two views and the relative action r (x -> x+). With
+z = f(x) (encoder output, projector = Identity) the pairs become interleaved tokens
 
-    [f(x_1) ; r_1], [f(x+_1) ; 0], [f(x_2) ; r_2], [f(x+_2) ; 0], ...       (B', 2L, 512 + A)
+    [f(x_1) ; r_1], [f(x+_1) ; 0], [f(x_2) ; r_2], [f(x+_2) ; 0], ...               (2B, D + A)
 
-through read_in Linear(512+A -> n_embd), a pre-LN GPT (GELU MLP 4x, no positional embedding) and
-read_out Linear(n_embd -> 512). Attention is causal and x+_k cannot attend to its own x_k; during
-training each query also drops each context pair with probability ``mask_prob`` (the "context mask",
-drawn afresh in every layer). Loss, per batch "environment" e in {rot, color, rotcolor}:
+cut into contexts of ``context_pairs`` consecutive pairs (README block_size=128 tokens = 64 pairs), so
+a context holds 64 different objects. The last context of a batch that is not a multiple is zero-padded
+at its end (``GPT.forward``); under the causal mask padding is invisible, i.e. it is a shorter context.
+A batch smaller than ``context_pairs`` is one context of B pairs (the 32-object mini preset: 32 pairs).
+Each context runs through read_in Linear(D+A -> n_embd), a pre-LN GPT (GELU MLP 4x, no positional
+embedding) and read_out Linear(n_embd -> D). Attention is causal and x+_k cannot attend to its own x_k;
+during training each query also drops each context pair with probability ``mask_prob`` (the "context
+mask", drawn afresh in every layer). One environment e in {rot, color, rotcolor} is drawn per batch with
+probabilities ``env_ratio``; the inactive part of r is zeroed in the tokens (``r[:, 4:] = 0`` for rot,
+``r[:, :4] = 0`` for color). Loss (``main.py`` 250-303, without the online probes):
 
-    NT-Xent(out(x_k), out(x+_k); tau 0.1, cosines clamped at >= 1e-7 as upstream)
-    + weight_equiv_loss * MSE_e(aux([n(f(x_k)), n(out(x+_k))]), r_k)       (n = L2 normalisation)
+    NT-Xent(out; tau 0.1, cosines clamped at >= 1e-7, positives (2k, 2k+1), negatives the whole batch)
+    + weight_equiv_loss * sum_{parts p active in e} MSE(aux(n(out_i))[p], l(x+_k)[p])   over all 2B tokens i
 
-where the inactive part of r is zeroed in the tokens (upstream: ``r[:, 4:] = 0`` in env "rot").
+where n = L2 normalisation, aux = MLP D -> 1024 -> 1024 -> A (``aug_predictor``) and l(x+_k) the ABSOLUTE
+parameters of pair k's second view (``Batch.latents[:, 1]``): on 3DIEBench its quaternion and hues. Both
+tokens of a pair regress the same target. The rotation part is the first min(4, A) dims, the colour part
+the rest (image datasets: the crop box / fixation, then the other augmentation parameters).
 
-How our data maps onto the upstream context (both are deviations listed in baselines/PROVENANCE.md):
-
-* Context length = the sequence length: a sample holds ``seq_len + 1`` views x_0..x_M of one object
-  and its M consecutive transitions (x_j, x_{j+1}, a_j) are the (x, x+) pairs. With ``context="batch"``
-  (default) the j-th pair of context b is taken from sample (b + j) mod B, so the pairs of one context
-  come from different objects, as upstream's 64 (x, x+) pairs drawn from the batch; ``"object"`` keeps
-  one object's own transitions in one context. Upstream's 64-pair context needs ``--seq-len 64``,
-  more than 3DIEBench's 50 views per object allow (at most 49).
-* The auxiliary predictor: upstream regresses the ABSOLUTE parameters of view x+ (its quaternion and
-  hues) from every normalised transformer output. Our batches carry relative actions only, so it
-  regresses the relative action r_k from [n(f(x_k)), n(out(x+_k))] instead (an MLP 1024 -> 1024 ->
-  1024 -> A, upstream's ``rel_aug_predictor`` shape). The input deliberately excludes out(x_k), whose
-  token contains r_k, so that the term cannot be solved by copying the action.
-* Actions: upstream's r is 6-d (quaternion + 2 hue deltas). Any A from the DataSpec works: the
-  "rotation" part is the first min(4, A) dims, the "colour" part the rest. With 4-d actions
-  (data.latent_type=rot, the default) only the rotation environment exists.
+``aux_target="relative"`` (opt-in, not upstream) instead regresses the relative action r_k from
+[n(f(x_k)), n(out(x+_k))] (``rel_aug_predictor`` shape, defined but unused upstream). That supervises
+the encoder on the relative-transformation task the R^2 probes score (recorded in result.json's config).
 """
 
 from __future__ import annotations
@@ -64,7 +61,8 @@ class ContextSSLConfig:
     linear probes, which train on detached features and do not affect the encoder.
     """
 
-    context: Literal["batch", "object"] = "batch"  # where a context's pairs come from (module docstring)
+    context_pairs: int = 64  # README block_size=128 tokens = 64 (x, x+) pairs; min(this, batch) per context
+    aux_target: Literal["absolute", "relative"] = "absolute"  # absolute = upstream main.py; relative: opt-in
     n_embd: int = 2048  # config.yml n_embd 2048 (about 150 M transformer parameters)
     n_layer: int = 3  # README n_layer=3
     n_head: int = 4  # config.yml n_head 4
@@ -72,11 +70,11 @@ class ContextSSLConfig:
     temperature: float = 0.1  # README temperature=0.1 (config.yml 0.5)
     clamp_similarity: bool = True  # main.py nt_xent: (x @ x.T).clamp(min=1e-7) before the temperature
     weight_equiv_loss: float = 5.0  # README weight_equiv_loss=5.0 (config.yml 1)
-    aux_hidden: int = 1024  # aug_predictor / rel_aug_predictor: -> 1024 -> 1024 -> A
+    aux_hidden: int = 1024  # aug_predictor: D -> 1024 -> 1024 -> A
     random_mask: bool = True  # README random_mask=True (config.yml False)
     mask_prob: float = 0.9  # README mask_prob=0.9 (config.yml 0.15)
     # P(rot), P(color), P(rotcolor) per batch; None -> README [0.5, 0.5, 0.0] when the actions have a
-    # colour part, else [1, 0, 0].
+    # colour part (data.latent_type=rotcolor, the upstream preset), else [1, 0, 0].
     env_ratio: tuple[float, ...] | None = None
     backbone: BackboneName = "resnet18"  # model.backbone (methods/components.py BACKBONE_DIMS)
 
@@ -84,8 +82,9 @@ class ContextSSLConfig:
 def contextssl_nt_xent(z: Tensor, temperature: float, clamp: bool = True) -> Tensor:
     """Upstream ``main.py`` ``nt_xent``: (2N, D) interleaved [x_1, x+_1, x_2, x+_2, ...], positives (2k, 2k+1).
 
-    The (2N-1)-way softmax excludes each row's own score. With ``clamp`` the cosine scores are clamped
-    at 1e-7 first (upstream quirk: negatively correlated pairs all score ~0).
+    The (2N-1)-way softmax excludes each row's own score (upstream subtracts 1e5, we mask with -inf).
+    With ``clamp`` the cosine scores are clamped at 1e-7 first (upstream quirk: negatively correlated
+    pairs all score ~0).
     """
     z = F.normalize(z, dim=1)
     sim = z @ z.T
@@ -120,7 +119,10 @@ def context_mask(base: Tensor, mask_prob: float, rand: Tensor) -> Tensor:
 
 
 class _Block(nn.Module):
-    """GPT-2 block, pre-LN: x + attn(ln_1(x)), then x + mlp(ln_2(x)) (``gptmodel.py`` ``Block``)."""
+    """GPT-2 block, pre-LN: x + attn(ln_1(x)), then x + mlp(ln_2(x)) (``gptmodel.py`` ``Block``).
+
+    Upstream names: ``attn.c_attn``, ``attn.c_proj``, ``mlp.c_fc``, ``mlp.c_proj`` (ours ``mlp_proj``).
+    """
 
     def __init__(self, width: int, heads: int, dropout: float) -> None:
         super().__init__()
@@ -143,7 +145,7 @@ class _Block(nn.Module):
 
 
 class ContextTransformer(nn.Module):
-    """read_in -> GPT blocks -> ln_f -> read_out over (B', 2L, in_dim) pair tokens -> (B', 2L, out_dim)."""
+    """read_in -> GPT blocks -> ln_f -> read_out over (N, T, in_dim) contexts -> (N, T, out_dim)."""
 
     def __init__(self, in_dim: int, out_dim: int, cfg: ContextSSLConfig) -> None:
         super().__init__()
@@ -168,17 +170,46 @@ class ContextTransformer(nn.Module):
         base = pair_causal_mask(t, tokens.device)
         x = self.drop(self.read_in(tokens))
         for blk in self.blocks:
-            # Upstream draws a fresh context mask in every attention layer.
+            # Upstream draws a fresh context mask in every attention layer, shared by all contexts.
             mask = context_mask(base, self.mask_prob, torch.rand(t, t // 2, device=tokens.device)) \
                 if random_mask else base
             x = blk(x, mask)
         return self.read_out(self.ln_f(x))
 
+    def over_batch(self, tokens: Tensor, block: int, random_mask: bool) -> Tensor:
+        """(2B, in_dim) interleaved pair tokens -> (2B, out_dim), contexts of ``block`` consecutive tokens.
+
+        ``GPT.forward`` (training branch): a last partial context is zero-padded at its end, the padding
+        dropped from the output.
+        """
+        n = tokens.shape[0]
+        pad = -n % block
+        if pad:
+            tokens = torch.cat([tokens, tokens.new_zeros(pad, tokens.shape[1])])
+        out = self(tokens.view(-1, block, tokens.shape[1]), random_mask)
+        return out.reshape(n + pad, -1)[:n]
+
+
+def check_latents(name: str, latents: Tensor | None, expected_dim: int, views: int) -> Tensor:
+    """Fail clearly when the absolute per-view parameters (``Batch.latents``) are missing or mis-shaped."""
+    if latents is None:
+        raise ValueError(f"{name} (model.aux_target=absolute, as upstream) regresses the absolute parameters of "
+                         f"each x+ and needs per-view latents (Batch.latents, (B, V, A)), but the batch has none; "
+                         f"use a dataset that provides them (every built-in dataset does) or "
+                         f"--set model.aux_target=relative")
+    want = (views, expected_dim)
+    if latents.ndim != 3 or tuple(latents.shape[1:]) != want:
+        raise ValueError(f"{name}: latents must have shape (B, {views}, {expected_dim}) (absolute parameters of "
+                         f"each view, in the layout of the actions), got {tuple(latents.shape)}")
+    if not torch.isfinite(latents).all():
+        raise ValueError(f"{name}: latents contain NaN/inf")
+    return latents
+
 
 class ContextSSL(Method):
     name = "contextssl"
     Config = ContextSSLConfig
-    # seq-JEPA's baseline protocol: every probe reads the 512-d encoder output (docs/baselines.md §4).
+    # seq-JEPA's baseline protocol: every probe reads the encoder output (docs/baselines.md §4).
     headline = {"top1": "encoder", "rotation_r2": "encoder", "color_r2": "encoder"}
 
     def __init__(self, cfg: ContextSSLConfig, spec: DataSpec) -> None:
@@ -190,8 +221,13 @@ class ContextSSL(Method):
             raise ValueError(f"contextssl: model.n_embd {cfg.n_embd} is not divisible by model.n_head {cfg.n_head}")
         if not 0.0 <= cfg.mask_prob < 1.0:
             raise ValueError(f"contextssl: model.mask_prob must lie in [0, 1), got {cfg.mask_prob}")
+        if cfg.context_pairs < 1:
+            raise ValueError(f"contextssl: model.context_pairs must be >= 1 (upstream 64), got {cfg.context_pairs}")
+        if cfg.aux_target not in ("absolute", "relative"):
+            raise ValueError(f"contextssl: model.aux_target must be absolute or relative, got {cfg.aux_target!r}")
         self.cfg, self.spec = cfg, spec
         self.uses_actions = True
+        self.needs_latents = cfg.aux_target == "absolute"  # x+'s absolute parameters (Batch.latents)
         self.rot_dims = min(ROT_DIMS, a)
         has_color = a > self.rot_dims
         ratio = cfg.env_ratio if cfg.env_ratio is not None else ((0.5, 0.5, 0.0) if has_color else (1.0, 0.0, 0.0))
@@ -203,57 +239,75 @@ class ContextSSL(Method):
                              f"{a}-d actions have no colour part; use --set data.latent_type=rotcolor or "
                              f"model.env_ratio=[1,0,0]")
         self.env_ratio = tuple(float(p) for p in ratio)
-        self.encoder = build_backbone(cfg.backbone, spec.small_images)
+        # Upstream's encoder is torchvision's resnet18(pretrained=False): no zero-initialised residual BN.
+        self.encoder = build_backbone(cfg.backbone, spec.small_images, zero_init_residual=False)
         self.dim: int = self.encoder.out_dim
         self.context_model = ContextTransformer(self.dim + a, self.dim, cfg)
         h = cfg.aux_hidden
-        self.aux_predictor = nn.Sequential(nn.Linear(2 * self.dim, h), nn.ReLU(), nn.Linear(h, h), nn.ReLU(),
+        aux_in = self.dim if cfg.aux_target == "absolute" else 2 * self.dim
+        self.aux_predictor = nn.Sequential(nn.Linear(aux_in, h), nn.ReLU(), nn.Linear(h, h), nn.ReLU(),
                                            nn.Linear(h, a))
 
     def views_needed(self, seq_len: int) -> int:
-        return seq_len + 1  # seq_len (x, x+) transitions form one context
+        return 2  # one (x, x+) pair per object, as upstream (data.seq_len does not change training)
 
     def representations(self) -> list[Representation]:
         return [Representation("encoder", self.dim, "view", "both")]
 
-    def _parts(self, env: str) -> list[slice]:
+    def parts(self, env: str) -> list[slice]:
+        """The action/latent components environment ``env`` keeps (rotation first, colour the rest)."""
         rot, color = slice(0, self.rot_dims), slice(self.rot_dims, self.spec.action_dim)
         return {"rot": [rot], "color": [color], "rotcolor": [rot, color]}[env]
 
-    def contextualise(self, z: Tensor, actions: Tensor, env: str) -> tuple[Tensor, Tensor, Tensor]:
-        """Encodings (B, V, 512), actions (B, V-1, A) -> outputs (B', 2L, 512), x encodings, actions (B', L, .).
+    def sample_env(self) -> str:
+        """One environment per batch, as upstream's np.random.choice over env_ratio (torch RNG: resumable)."""
+        return ENVS[int(torch.multinomial(torch.tensor(self.env_ratio), 1))]
 
-        Token 2k is [f(x_k); r_k] and token 2k+1 is [f(x+_k); 0] of the k-th pair of each context.
+    def context_pairs(self, batch_size: int) -> int:
+        """Pairs per context for a (per-rank) batch of ``batch_size`` objects: min(model.context_pairs, B)."""
+        return min(self.cfg.context_pairs, batch_size)
+
+    def contextualise(self, z: Tensor, action: Tensor, env: str) -> Tensor:
+        """Encodings (B, 2, D) of (x, x+), actions (B, A) -> transformer outputs (B, 2, D).
+
+        Token 2k is [f(x_k); r_k] with the inactive environment's part of r_k zeroed, token 2k+1 is
+        [f(x+_k); 0] (``GPT._combine``); contexts are consecutive chunks of :meth:`context_pairs` pairs.
         """
-        b, n_pairs = z.shape[0], z.shape[1] - 1
-        src, dst, act = z[:, :-1], z[:, 1:], actions
-        if self.cfg.context == "batch":
-            # Context b's j-th pair is sample (b + j) mod B's j-th transition: different objects per context.
-            rows = (torch.arange(b, device=z.device)[:, None] + torch.arange(n_pairs, device=z.device)) % b
-            cols = torch.arange(n_pairs, device=z.device).expand(b, n_pairs)
-            src, dst, act = src[rows, cols], dst[rows, cols], act[rows, cols]
-        act_in = torch.zeros_like(act)
-        for part in self._parts(env):
-            act_in[..., part] = act[..., part]  # the inactive environment's parameters are zeroed
-        tokens = torch.stack([torch.cat([src, act_in], -1), torch.cat([dst, torch.zeros_like(act)], -1)], dim=2)
-        out = self.context_model(tokens.flatten(1, 2), self.training and self.cfg.random_mask)
-        return out, src, act
+        b = z.shape[0]
+        act_in = torch.zeros_like(action)
+        for part in self.parts(env):
+            act_in[:, part] = action[:, part]
+        tokens = torch.stack([torch.cat([z[:, 0], act_in], -1), torch.cat([z[:, 1], torch.zeros_like(action)], -1)], 1)
+        out = self.context_model.over_batch(tokens.flatten(0, 1), 2 * self.context_pairs(b),
+                                            self.training and self.cfg.random_mask)
+        return out.view(b, 2, -1)
 
-    def training_step(self, batch: Batch) -> StepOutput:
+    def loss_in_env(self, batch: Batch, env: str) -> StepOutput:
+        """The training step in environment ``env`` (:meth:`training_step` draws it)."""
         views = batch.views
-        if views.shape[1] < 2:
-            raise ValueError(f"contextssl needs at least 2 views per sample (one (x, x+) pair), got {views.shape[1]}")
-        actions = check_actions(self.name, batch.actions, self.spec.action_dim, views.shape[1])
-        # One environment per batch, as upstream (np.random.choice over env_ratio); torch RNG for resumability.
-        env = ENVS[int(torch.multinomial(torch.tensor(self.env_ratio), 1))]
-        z = encode_views(self.encoder, views)
-        out, src, act = self.contextualise(z, actions, env)
+        if views.ndim != 5 or views.shape[1] != 2:
+            raise ValueError(f"contextssl trains on one (x, x+) pair per object: views must be (B, 2, C, H, W), "
+                             f"got {tuple(views.shape)}")
+        action = check_actions(self.name, batch.actions, self.spec.action_dim, 2)[:, 0]
+        latents = check_latents(self.name, batch.latents, self.spec.action_dim, 2) \
+            if self.cfg.aux_target == "absolute" else None
+        z = encode_views(self.encoder, views)  # one pass over [x_1, x+_1, x_2, ...], as upstream's x.view(2B)
+        out = self.contextualise(z, action, env)
         loss_ctx = contextssl_nt_xent(out.flatten(0, 1), self.cfg.temperature, self.cfg.clamp_similarity)
-        aux = self.aux_predictor(torch.cat([F.normalize(src, dim=-1), F.normalize(out[:, 1::2], dim=-1)], -1))
-        loss_aux = sum(F.mse_loss(aux[..., p], act[..., p]) for p in self._parts(env))
+        if latents is not None:
+            # Every normalised token output (x_k's and x+_k's) regresses the absolute parameters of x+_k.
+            aux, target = self.aux_predictor(F.normalize(out, dim=-1)), latents[:, 1:].expand(-1, 2, -1)
+        else:
+            aux = self.aux_predictor(torch.cat([F.normalize(z[:, 0], dim=-1), F.normalize(out[:, 1], dim=-1)], -1))
+            target = action
+        loss_aux = sum(F.mse_loss(aux[..., p], target[..., p]) for p in self.parts(env))
         loss = loss_ctx + self.cfg.weight_equiv_loss * loss_aux
         return StepOutput(loss, {"loss": float(loss.detach()), "loss_ctx": float(loss_ctx.detach()),
-                                 "loss_aux": float(loss_aux.detach()), "env": float(ENVS.index(env))})
+                                 "loss_aux": float(loss_aux.detach()), "env": float(ENVS.index(env)),
+                                 "context_pairs": float(self.context_pairs(views.shape[0]))})
+
+    def training_step(self, batch: Batch) -> StepOutput:
+        return self.loss_in_env(batch, self.sample_env())
 
     @torch.no_grad()
     def encode(self, views: Tensor, actions: Tensor | None = None) -> dict[str, Tensor]:

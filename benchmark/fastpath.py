@@ -24,7 +24,7 @@ import importlib
 import warnings
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import TypeVar
 
 import torch
@@ -67,7 +67,7 @@ class FastPaths:
         if not self.channels_last:
             return batch
         views = batch.views.permute(0, 1, 3, 4, 2).contiguous().permute(0, 1, 4, 2, 3)
-        return Batch(views, batch.actions, batch.labels)
+        return replace(batch, views=views)  # keeps every other field (actions, latents)
 
     def optimizer(self, opt: torch.optim.Optimizer) -> torch.optim.Optimizer:
         """Set the kernel choice on every param group; call it after ``load_state_dict`` too.

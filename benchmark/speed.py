@@ -60,7 +60,8 @@ def _timed(fn, device: torch.device) -> float:
 def fake_batch(b: int, views: int, size: int, action_dim: int, classes: int, device: torch.device) -> Batch:
     g = torch.Generator().manual_seed(0)
     return Batch(torch.randn(b, views, 3, size, size, generator=g), torch.randn(b, views - 1, max(action_dim, 1),
-                 generator=g)[..., :action_dim], torch.randint(0, classes, (b,), generator=g)).to(device)
+                 generator=g)[..., :action_dim], torch.randint(0, classes, (b,), generator=g),
+                 latents=torch.randn(b, views, action_dim, generator=g)).to(device)  # absolute, as the datasets give
 
 
 def fast_paths(mode: str, cfg, device: torch.device, amp: bool) -> FastPaths:

@@ -47,14 +47,22 @@ class Batch:
     views:   (B, V, C, H, W) views of one object/image per row, in sequence order.
     actions: (B, V-1, A) relative action from view i to view i+1 (``actions[:, i]``).
     labels:  (B,) class labels (never used by the SSL losses; carried for online diagnostics).
+    latents: optional (B, V, A) ABSOLUTE parameters of each view, in the layout of the actions (same width
+             A, same components): 3DIEBench / mini the view's rotation quaternion R_i (scalar-last, x y z w) and
+             the non-rotation latents the actions carry (rotcolor: floor and spot hue); augmentation
+             datasets the view's normalised augmentation vector (the actions are its differences); saccades
+             the fixation (row, col) / image side. ``actions[:, i]`` relates ``latents[:, i]`` and ``latents[:, i+1]``.
+             None when the dataset has none; a method that needs them raises a ValueError then.
     """
 
     views: Tensor
     actions: Tensor
     labels: Tensor
+    latents: Tensor | None = None
 
     def to(self, device: torch.device | str, non_blocking: bool = False) -> Batch:
-        return Batch(*(t.to(device, non_blocking=non_blocking) for t in (self.views, self.actions, self.labels)))
+        return Batch(*(None if t is None else t.to(device, non_blocking=non_blocking)
+                       for t in (self.views, self.actions, self.labels, self.latents)))
 
 
 @dataclass

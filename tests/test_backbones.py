@@ -56,7 +56,7 @@ def test_every_method_trains_with_backbone(method_name: str, backbone: str) -> N
     views = method.views_needed(2)
     g = torch.Generator().manual_seed(0)
     batch = Batch(torch.randn(B, views, 3, SIZE, SIZE, generator=g), torch.randn(B, views - 1, ACTION_DIM, generator=g),
-                  torch.randint(0, 5, (B,), generator=g))
+                  torch.randint(0, 5, (B,), generator=g), torch.randn(B, views, ACTION_DIM, generator=g))
     method.train()
     out = method.training_step(batch)
     assert torch.isfinite(out.loss)

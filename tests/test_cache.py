@@ -30,6 +30,7 @@ def tree(tmp_path):
 
 def same_item(a: dict, b: dict) -> bool:
     return (torch.equal(a["views"], b["views"]) and torch.equal(a["actions"], b["actions"]) and a["label"] == b["label"]
+            and torch.equal(a["abs_latents"], b["abs_latents"])
             and a["targets"].keys() == b["targets"].keys()
             and all(torch.equal(a["targets"][k], b["targets"][k]) for k in a["targets"]))
 

@@ -27,7 +27,8 @@ def fake_batch(views: int, action_dim: int = ACTION_DIM, seed: int = 0) -> Batch
     g = torch.Generator().manual_seed(seed)
     return Batch(views=torch.randn(B, views, 3, SIZE, SIZE, generator=g),
                  actions=torch.randn(B, views - 1, action_dim, generator=g),
-                 labels=torch.randint(0, SPEC.num_classes, (B,), generator=g))
+                 labels=torch.randint(0, SPEC.num_classes, (B,), generator=g),
+                 latents=torch.randn(B, views, action_dim, generator=g))  # absolute, as every dataset gives
 
 
 def snapshot(params: list[torch.nn.Parameter]) -> list[torch.Tensor]:

@@ -1,6 +1,6 @@
-"""Equivariant baselines (EquiMod, SIE, SEN, ContextSSL): loss parity with the authors' code, action
-conditioning, clear action errors, and one end-to-end CLI run each. (EquiMod, SIE and SEN as wholes are compared
-with the authors' classes in tests/test_parity_upstream.py.)
+"""Equivariant baselines (EquiMod, SIE, SEN): loss parity with the authors' code, action conditioning, clear
+action errors, and one end-to-end CLI run each. (EquiMod, SIE and SEN as wholes are compared with the authors'
+classes in tests/test_parity_upstream.py; ContextSSL: tests/test_contextssl.py.)
 
 The ``ref_*`` functions below are the original formulations written out from the upstream files
 (cited per function) in their own tensor layout; the adapters must agree with them on fixed tensors.
@@ -14,16 +14,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from lightly.loss import NTXentLoss
 
-from baselines.contextssl import (
-    ContextSSL,
-    ContextSSLConfig,
-    ContextTransformer,
-    context_mask,
-    contextssl_nt_xent,
-    pair_causal_mask,
-)
 from baselines.equimod import EquiMod, EquiModConfig, equimod_loss
 from baselines.sen import SEN, SENConfig, sen_loss
 from baselines.sie import SIE, HyperPredictor, SIEConfig, sie_loss
@@ -33,7 +24,6 @@ from tests.conftest import tiny_args
 
 SPEC4 = DataSpec(image_size=16, action_dim=4, num_classes=3)
 SPEC6 = DataSpec(image_size=16, action_dim=6, num_classes=3)
-SMALL_CTX = {"n_embd": 64, "aux_hidden": 32}  # ContextSSL at a CPU-test size (default n_embd 2048)
 
 
 def fixed(*shape: int, seed: int) -> torch.Tensor:
@@ -97,52 +87,6 @@ def ref_parametrized_net(hypernet: torch.nn.Linear, x: torch.Tensor, z: torch.Te
     return torch.bmm(x.unsqueeze(1), torch.transpose(w, -2, -1)).squeeze()
 
 
-def ref_contextssl_nt_xent(x: torch.Tensor, t: float) -> torch.Tensor:
-    """``Sharut/In-Context-Symmetries:main.py`` ``nt_xent`` (x_proj = x)."""
-    x = F.normalize(x, dim=1)
-    x_scores = (x @ x.t()).clamp(min=1e-7)
-    x_scale = x_scores / t
-    x_scale = x_scale - torch.eye(x_scale.size(0)) * 1e5
-    targets = torch.arange(x.size()[0])
-    targets[::2] += 1
-    targets[1::2] -= 1
-    return F.cross_entropy(x_scale, targets.long())
-
-
-def ref_pair_attention_mask(context_len: int) -> torch.Tensor:
-    """``gptmodel.py`` ``get_pair_attention_mask`` (causal=True)."""
-    mask = torch.ones(context_len, context_len).tril()
-    for i in range(context_len):
-        if i % 2 == 1:
-            mask[i, i - 1] = 0
-    return mask.bool()
-
-
-def ref_random_mask(attnmask: torch.Tensor, rdm: torch.Tensor, mask_prob: float) -> torch.Tensor:
-    """``gptmodel.py`` ``CausalSelfAttention.forward`` with random_mask=True, given its ``torch.rand`` draw."""
-    pair_mask = (rdm >= mask_prob).repeat_interleave(2, dim=1)
-    pair_mask = pair_mask | torch.eye(attnmask.shape[0], attnmask.shape[1]).bool()
-    return attnmask & pair_mask
-
-
-def ref_gpt(model: ContextTransformer, inp: torch.Tensor, n_head: int, masks: list[torch.Tensor]) -> torch.Tensor:
-    """``gptmodel.py`` ``GPT.forward`` (dropout 0): read_in, pre-LN blocks with the upstream attention
-    (``scaled_dot_product_attention`` written out with a -inf bias), ln_f, read_out; our weights."""
-    x = model.read_in(inp)
-    for blk, attnmask in zip(model.blocks, masks, strict=True):
-        b, t, c = x.shape
-        h = F.layer_norm(x, (c,), blk.ln_1.weight, blk.ln_1.bias, 1e-5)
-        q, k, v = blk.c_attn(h).split(c, dim=2)
-        q, k, v = (u.view(b, t, n_head, c // n_head).transpose(1, 2) for u in (q, k, v))
-        attn_bias = torch.zeros(t, t).masked_fill(attnmask.logical_not(), float("-inf"))
-        w = torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(q.size(-1)) + attn_bias, dim=-1)
-        x = x + blk.c_proj((w @ v).transpose(1, 2).contiguous().view(b, t, c))
-        h = F.layer_norm(x, (c,), blk.ln_2.weight, blk.ln_2.bias, 1e-5)
-        x = x + blk.mlp_proj(torch.nn.GELU()(blk.c_fc(h)))
-    x = F.layer_norm(x, (x.shape[-1],), model.ln_f.weight, model.ln_f.bias, 1e-5)
-    return model.read_out(x)
-
-
 # ---------------------------------------------------------------- loss parity
 
 @pytest.mark.parametrize("t_inv,t_equi,factor", [(0.5, 0.5, 1.0), (0.5, 0.2, 0.7)])
@@ -184,40 +128,6 @@ def test_sie_hypernetwork_matches_parametrized_net_and_is_linear_in_the_action()
     assert torch.count_nonzero(pred(p, torch.zeros_like(a))) == 0
 
 
-def test_contextssl_nt_xent_matches_upstream_and_lightly_without_clamp():
-    z = fixed(12, 16, seed=40)  # 6 interleaved (x, x+) pairs
-    for t in (0.1, 0.5):
-        assert torch.allclose(contextssl_nt_xent(z, t), ref_contextssl_nt_xent(z, t), atol=1e-5)
-        # Without the clamp it is the standard SimCLR loss on (x_k, x+_k) pairs.
-        unclamped = contextssl_nt_xent(z, t, clamp=False)
-        assert torch.allclose(unclamped, NTXentLoss(temperature=t)(z[0::2], z[1::2]), atol=1e-5)
-    # The clamp matters: with anti-correlated negatives the two differ.
-    assert not torch.allclose(contextssl_nt_xent(z, 0.1), contextssl_nt_xent(z, 0.1, clamp=False))
-
-
-def test_contextssl_masks_and_transformer_match_upstream_gpt():
-    t = 8
-    assert torch.equal(pair_causal_mask(t), ref_pair_attention_mask(t))
-    rand = torch.rand(t, t // 2, generator=torch.Generator().manual_seed(41))
-    mask = context_mask(pair_causal_mask(t), 0.5, rand)
-    assert torch.equal(mask, ref_random_mask(ref_pair_attention_mask(t), rand, 0.5))
-    assert mask.diagonal().all() and not torch.equal(mask, pair_causal_mask(t))
-
-    torch.manual_seed(1)
-    cfg = ContextSSLConfig(n_embd=32, n_head=4)
-    model = ContextTransformer(20, 12, cfg).eval()
-    inp = fixed(3, t, 20, seed=42)
-    base = pair_causal_mask(t)
-    with torch.no_grad():
-        assert torch.allclose(model(inp, random_mask=False), ref_gpt(model, inp, 4, [base] * 3), atol=1e-5)
-        # With the context mask: one fresh draw per layer, reproduced from the same RNG state.
-        torch.manual_seed(7)
-        ours = model(inp, random_mask=True)
-        torch.manual_seed(7)
-        masks = [ref_random_mask(base, torch.rand(t, t // 2), cfg.mask_prob) for _ in range(3)]
-        assert torch.allclose(ours, ref_gpt(model, inp, 4, masks), atol=1e-5)
-
-
 def test_sie_encode_splits_the_representation_into_inv_then_equi():
     torch.manual_seed(0)
     m = SIE(SIEConfig(), SPEC4).eval()
@@ -241,60 +151,22 @@ def test_action_changes_the_equivariant_prediction(cls):
         assert not torch.allclose(m.predict(h, a2), base, atol=1e-4), f"component {i} is ignored"
 
 
-def test_contextssl_action_conditions_its_token_and_later_context_but_not_its_pair():
-    torch.manual_seed(0)
-    m = ContextSSL(ContextSSLConfig(context="object", **SMALL_CTX), SPEC6).eval()
-    z, act = fixed(2, 4, 512, seed=70), fixed(2, 3, 6, seed=71)
-    out, _, _ = m.contextualise(z, act, "rotcolor")
-    act2 = act.clone()
-    act2[:, 1] += 1.0  # change the action of pair 1 (tokens 2 and 3)
-    out2, _, _ = m.contextualise(z, act2, "rotcolor")
-    changed = [not torch.allclose(out[:, k], out2[:, k], atol=1e-6) for k in range(6)]
-    # Earlier tokens and x+_1 (which may not see its own x_1) are unchanged; x_1 and the later pair change.
-    assert changed == [False, False, True, False, True, True]
-    # In the "rot" environment the colour part of the action is zeroed, so it cannot matter.
-    act3 = act.clone()
-    act3[..., 4:] += 1.0
-    assert torch.allclose(m.contextualise(z, act, "rot")[0], m.contextualise(z, act3, "rot")[0])
-    assert not torch.allclose(m.contextualise(z, act, "color")[0], m.contextualise(z, act3, "color")[0])
-
-
-def test_contextssl_batch_context_draws_each_pair_from_a_different_object():
-    torch.manual_seed(0)
-    m = ContextSSL(ContextSSLConfig(**SMALL_CTX), SPEC4).eval()
-    b, v = 5, 4
-    # Encodings that identify (sample, view); actions that identify (sample, transition).
-    z = torch.arange(b * v, dtype=torch.float).view(b, v, 1).expand(b, v, 512)
-    act = torch.arange(b * (v - 1), dtype=torch.float).view(b, v - 1, 1).expand(b, v - 1, 4)
-    _, src, a = m.contextualise(z, act, "rot")
-    for ctx in range(b):
-        samples = [(ctx + j) % b for j in range(v - 1)]
-        assert len(set(samples)) == v - 1
-        for j, s in enumerate(samples):
-            assert src[ctx, j, 0] == z[s, j, 0] and a[ctx, j, 0] == act[s, j, 0]
-
-
 def test_missing_or_wrong_actions_are_clear_errors():
     views = fixed(4, 4, 3, 16, 16, seed=80)
-    for m in (EquiMod(EquiModConfig(), SPEC4), SIE(SIEConfig(), SPEC4), SEN(SENConfig(), SPEC4),
-              ContextSSL(ContextSSLConfig(**SMALL_CTX), SPEC4)):
-        n = views.shape[1] if m.name == "contextssl" else 2
+    for m in (EquiMod(EquiModConfig(), SPEC4), SIE(SIEConfig(), SPEC4), SEN(SENConfig(), SPEC4)):
         with pytest.raises(ValueError, match="got no actions"):
-            m.training_step(Batch(views[:, :n], None, torch.zeros(4, dtype=torch.long)))  # type: ignore[arg-type]
+            m.training_step(Batch(views[:, :2], None, torch.zeros(4, dtype=torch.long)))  # type: ignore[arg-type]
         with pytest.raises(ValueError, match="latent_type"):
-            m.training_step(Batch(views[:, :n], fixed(4, n - 1, 6, seed=81), torch.zeros(4, dtype=torch.long)))
+            m.training_step(Batch(views[:, :2], fixed(4, 1, 6, seed=81), torch.zeros(4, dtype=torch.long)))
         assert m.uses_actions
-    for cls in (EquiMod, SIE, SEN, ContextSSL):
+    for cls in (EquiMod, SIE, SEN):
         with pytest.raises(ValueError, match="actions"):
             cls(cls.Config(), DataSpec(16, 0, 3))
-    with pytest.raises(ValueError, match="no colour part"):
-        ContextSSL(ContextSSLConfig(env_ratio=(0.5, 0.5, 0.0), **SMALL_CTX), SPEC4)
 
 
 # ---------------------------------------------------------------- end to end
 
-@pytest.mark.parametrize("name,sets", [("equimod", {}), ("sie", {}), ("sen", {"probe.preset": "seqjepa"}),
-                                       ("contextssl", {"model.n_embd": 64})])
+@pytest.mark.parametrize("name,sets", [("equimod", {}), ("sie", {}), ("sen", {"probe.preset": "seqjepa"})])
 def test_cli_run_writes_result(tmp_path, name, sets):
     assert main(tiny_args(tmp_path, **sets) + ["--method", name]) == 0
     (path,) = tmp_path.rglob("result.json")
@@ -311,7 +183,3 @@ def test_cli_run_writes_result(tmp_path, name, sets):
         assert {"encoder", "inv", "equi"} <= set(m["per_representation"])
 
 
-def test_cli_contextssl_colour_env_on_rotation_actions_is_a_config_error(tmp_path, capsys):
-    assert main(tiny_args(tmp_path, **{"model.n_embd": 64, "model.env_ratio": "[0.5,0.5,0]"})
-                + ["--method", "contextssl"]) == 2
-    assert "latent_type=rotcolor" in capsys.readouterr().err

@@ -57,7 +57,8 @@ def test_pattern_report(tmp_path) -> None:
         _fake_run(tmp_path, "sie", seed, {"rotation_r2": 0.12})
         _fake_run(tmp_path, "vicreg", seed, {"rotation_r2": 0.10 - 0.05 * seed})
     doc = tmp_path / "pattern.md"
-    doc.write_text("# Pattern\n\nprose before\n\n<!-- pattern:start -->\nOLD-BLOCK\n<!-- pattern:end -->\n\nprose after\n")
+    doc.write_text("# Pattern\n\nprose before\n\n<!-- pattern:start -->\nOLD-BLOCK\n<!-- pattern:end -->\n\n"
+                   "prose after\n")
     block = pattern.report(tmp_path / "pattern", doc, tmp_path / "pattern.png")
     text = doc.read_text()
     assert "prose before" in text and "prose after" in text and "OLD-BLOCK" not in text

@@ -296,6 +296,7 @@ class AugmentedSequences(SequenceDataset):
     """Item = one image as ``num_views`` augmented views; action = relative augmentation parameters.
 
     views (V, 3, S, S) normalised with the dataset statistics; actions (V-1, A) with A = :func:`action_dim`;
+    abs_latents (V, A) the normalised parameter vector of each view (same columns; actions = its differences);
     probe targets ``aug`` / ``crop`` / ``jitter`` / ``blur``: the relative parameters from view 0 to view 1
     (upstream ``crop_regressor`` MLP, ``jitter_regressor`` MLP, ``blur_regressor`` linear; ``aug`` is one MLP
     on the whole vector, like upstream's online equivariance probe). The probes do not depend on
@@ -336,6 +337,7 @@ class AugmentedSequences(SequenceDataset):
         return {
             "views": views.float(),
             "actions": (vec[1:] - vec[:-1])[:, self.columns].float(),
+            "abs_latents": vec[:, self.columns].float(),  # absolute: the actions are its differences
             "label": int(self.source.labels[index]),
             "targets": {k: v.float() for k, v in targets.items()},
         }

@@ -50,7 +50,9 @@ class SequenceDataset(Dataset):
       actions (V-1, A) float32: relative action from view j to view j+1
       label   int64 scalar
       targets dict name -> float32 vector, one per :class:`ProbeTarget`
-      latents (V, L) float64, only for datasets with ``view_bank``
+      abs_latents (V, A) float32: absolute parameters of each view in the layout of the actions
+              (``methods.contract.Batch.latents``; every built-in dataset provides them)
+      latents (V, L) float64 raw latents, only for datasets with ``view_bank``
     Randomness (which views, which augmentations) is a pure function of (seed, epoch, index), so a
     resumed run sees the same data and DataLoader workers need no seeding.
     """
@@ -114,15 +116,17 @@ def collate(items: list[dict]) -> dict:
         "actions": torch.stack([it["actions"] for it in items]),
         "label": torch.as_tensor([it["label"] for it in items], dtype=torch.long),
     }
-    if "latents" in items[0]:
-        out["latents"] = torch.stack([torch.as_tensor(it["latents"]) for it in items])
+    for key in ("latents", "abs_latents"):  # optional: present in all items of a dataset or in none
+        if key in items[0]:
+            out[key] = torch.stack([torch.as_tensor(it[key]) for it in items])
     names = items[0]["targets"].keys()
     out["targets"] = {n: torch.stack([torch.as_tensor(it["targets"][n]) for it in items]) for n in names}
     return out
 
 
 def to_batch(d: dict) -> Batch:
-    return Batch(views=d["views"], actions=d["actions"], labels=d["label"])
+    """A collated dict -> :class:`Batch`; ``Batch.latents`` = the absolute per-view parameters, or None."""
+    return Batch(views=d["views"], actions=d["actions"], labels=d["label"], latents=d.get("abs_latents"))
 
 
 def available_cpus() -> int:

@@ -4,6 +4,11 @@ A latent file holds 7 floats: [rot_x, rot_y, rot_z, floor_hue, spot_theta, spot_
 R_k = Rotation.from_euler("xyz", latent_k[:3]) (extrinsic x -> y -> z, as Blender's XYZ Euler);
 the relative rotation from view j to view k is R_j^-1 R_k, encoded as a scalar-last quaternion
 (x, y, z, w) that is *not* sign-canonicalised unless asked.
+
+Absolute per-view parameters (``Batch.latents``, for ContextSSL's auxiliary target) use the same layout as
+the actions: the quaternion of R_k itself, then the raw non-rotation latents the actions take differences
+of. For ``rotcolor`` this is exactly upstream ContextSSL's ``individual_params`` (``Sharut/In-Context-Symmetries
+dataset.py`` ``Dataset3DIEBenchRotColor``: ``concat(R.from_euler("xyz", latent[:3]).as_quat(), latent[[3, 6]])``).
 """
 
 from __future__ import annotations
@@ -42,6 +47,15 @@ def relative_actions(latents: np.ndarray, latent_type: str, canonical: bool = Fa
     idx = COLOR_IDX if latent_type == "rotcolor" else ALL_IDX
     deltas = (latents[1:, idx] - latents[:-1, idx]).astype(np.float32)
     return np.concatenate([q, deltas], axis=1)
+
+
+def absolute_params(latents: np.ndarray, latent_type: str, canonical: bool = False) -> np.ndarray:
+    """(V, 7) latents -> (V, A) absolute parameters of each view, in the layout of :func:`relative_actions`."""
+    q = quat(rotations(latents), canonical)
+    if latent_type == "rot":
+        return q
+    idx = COLOR_IDX if latent_type == "rotcolor" else ALL_IDX
+    return np.concatenate([q, latents[:, idx].astype(np.float32)], axis=1)
 
 
 def pair_targets(first: np.ndarray, second: np.ndarray, canonical: bool = False) -> dict[str, np.ndarray]:

@@ -13,7 +13,8 @@ seq-JEPA's PLS (``hafezgh/seq-jepa:seq-jepa/src/datasets.py`` class ``STL10_SalM
   and renormalises;
 * glimpse: a fovea x fovea window around each fixation via ``grid_sample`` (bilinear, zeros outside the
   image), normalised with the STL-10 statistics; resampled to ``data.image_size`` if that differs;
-* action: positions p = (row, col) / 96; the relative action is p_{i+1} - p_i (A = 2); probe ``position``
+* action: positions p = (row, col) / 96 (each glimpse's absolute latent, ``Batch.latents``); the relative
+  action is p_{i+1} - p_i (A = 2); probe ``position``
   regresses p_1 - p_0 from the two glimpse encodings (upstream ``pos_regressor``, linear).
 
 Upstream quirk not reproduced: ``generate_cropping_grid`` puts the row in grid_sample's x slot, so its
@@ -216,6 +217,7 @@ class SaccadeSequences(SequenceDataset):
         return {
             "views": ((views - self.mean) / self.std).float(),
             "actions": pos[1:] - pos[:-1],
+            "abs_latents": pos,  # the absolute fixation of each glimpse
             "label": int(self.source.labels[index]),
             "targets": {"position": pos[1] - pos[0]},
         }

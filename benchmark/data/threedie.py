@@ -7,7 +7,8 @@ Layout (see docs/3diebench.md §1)::
       train_images.npy, train_labels.npy, val_images.npy, val_labels.npy   (split files, from SIE's repo)
 
 Each item draws ``num_views`` distinct views of one object; actions and probe targets come from the
-latents exactly as in SIE / seq-JEPA (``benchmark/data/rotations.py``).
+latents exactly as in SIE / seq-JEPA, the absolute per-view parameters (``Batch.latents``) as in
+ContextSSL's loader (``benchmark/data/rotations.py``).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from PIL import Image, UnidentifiedImageError
 from torchvision.transforms import functional as TF
 
 from benchmark.data.base import ProbeTarget, SequenceDataset
-from benchmark.data.rotations import ACTION_DIMS, pair_targets, probe_targets, relative_actions
+from benchmark.data.rotations import ACTION_DIMS, absolute_params, pair_targets, probe_targets, relative_actions
 from benchmark.errors import DataError
 
 MEAN = [0.5016, 0.5037, 0.5060]  # SIE / seq-JEPA normalisation statistics
@@ -169,6 +170,7 @@ class ThreeDIEBench(SequenceDataset):
             "label": int(self.labels[index]),
             "targets": {k: torch.from_numpy(v) for k, v in probe_targets(lat, self.canonical).items()},
             "latents": torch.from_numpy(lat),
+            "abs_latents": torch.from_numpy(absolute_params(lat, self.latent_type, self.canonical)),
         }
 
     def bank_targets(self, first: np.ndarray, second: np.ndarray) -> dict[str, np.ndarray]:
