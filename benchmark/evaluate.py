@@ -25,6 +25,7 @@ import yaml
 from benchmark.checkpoints import FORMATS, LoadedCheckpoint, load
 from benchmark.config import RunConfig, layered_overrides, merge, run_dir, to_dict
 from benchmark.errors import ConfigError, SeqbenchError, user_message
+from benchmark.fileio import atomic_write_text
 from benchmark.probes.evaluate import evaluate
 from benchmark.registry import DATASETS, dataset_entry, resolve
 from benchmark.results import RESULT_FILE, now, provenance, read_result, write_result
@@ -92,7 +93,7 @@ def evaluate_checkpoint(ck: LoadedCheckpoint, cfg: RunConfig, force: bool = Fals
                             f"data.latent_type={cfg.data.latent_type} gives {probe_train.action_dim}-d ones; "
                             f"use the training run's: --set data.latent_type={trained}")
     out.mkdir(parents=True, exist_ok=True)
-    (out / CONFIG_FILE).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    atomic_write_text(out / CONFIG_FILE, yaml.safe_dump(to_dict(cfg), sort_keys=False), "config")
     start, t0 = now(), time.perf_counter()
     log(f"evaluating {ck.format} checkpoint {ck.path} ({ck.stem} stem"
         f"{', full ' + type(method).__name__ if ck.method is not None else ', encoder only'}) -> {out}")
