@@ -348,10 +348,12 @@ def _train_and_probe(cfg, out, env, device, stop_requested, log, method, train_d
 
 
 def _diverged(cfg, out, env, device, start, t0, div: dict, extra: dict, log) -> RunOutcome:
+    kept = ("the checkpoint keeps the last finite step" if div["what"] != "probe features" else
+            "the checkpoint holds the final (finite but useless) weights")
     msg = (f"{cfg.method} diverged at step {div['step']} ({div['what']}: {div['detail']}). result.json records "
            f"status \"diverged\" with no metrics, and the aggregator lists the run in coverage.md, not in the "
-           f"tables; the checkpoint keeps the last finite step. Lower the learning rate (--set train.lr=...) or "
-           f"check the data; --force re-runs this config")
+           f"tables; {kept}. Lower the learning rate (--set train.lr=...) or check the data; --force re-runs "
+           f"this config")
     if not env.is_main:
         return RunOutcome(out, "diverged", None, msg)
     write_result(out, cfg, {}, provenance(device, start, time.perf_counter() - t0, extra), "diverged", div)

@@ -12,10 +12,12 @@ and on data errors with one all-reduce per step, so all stop at the same step an
 failed stops the others at once; each rank trains on its slice of every global batch, and rank 0 alone
 writes the checkpoint and the log.
 
-Divergence: a non-finite loss ends the run before its update is applied; parameters, EMA targets and
-BatchNorm statistics are checked for NaN/inf on the device at every log point and before every
-checkpoint (so a non-finite state is never saved, and no step pays an extra host sync). The summary
-then carries ``diverged`` = {step, what, detail} and ``benchmark.run`` records the run as diverged.
+Divergence: the loss (already read on the host every step) ending non-finite ends the run before its
+update is applied; NaN/inf weights show up there one step later. Parameters, EMA targets and
+BatchNorm statistics are checked for NaN/inf on the device before every checkpoint, the last step's
+included (a pass over every weight: too slow on a CPU to repeat every step), so a non-finite state
+is never saved; ``benchmark.run`` then checks the probe features. The summary carries ``diverged`` =
+{step, what, detail} and ``benchmark.run`` records the run as diverged.
 
 Checkpoints are read with ``torch.load(weights_only=True)``: they hold only tensors and plain
 containers (model, optimiser, step, every rank's RNG state, the config, data digests, resume segments,
@@ -158,7 +160,7 @@ def load_checkpoint(path: Path) -> dict:
         text = str(e)
         if "weights only" in text.lower() or "weights_only" in text:
             found = [ln.strip() for ln in text.splitlines() if "Unsupported global" in ln or "GLOBAL" in ln]
-            what = found[0].split(" was not ")[0] if found else "objects other than tensors"
+            what = found[0].split(" was not ")[0].rstrip(".") if found else "objects other than tensors"
             raise SeqbenchError(f"{where} holds pickled Python objects ({what}); it was refused unread and "
                                 f"nothing in it was run. seqbench loads its checkpoints with "
                                 f"torch.load(weights_only=True) and never writes such objects, so this file "
@@ -438,9 +440,6 @@ def train(cfg: RunConfig, method: Method, dataset: SequenceDataset, run_dir: Pat
                             if is_disk_full(e):
                                 raise disk_full_error(run_dir / LOG, "training log", e) from None
                             raise
-                    if bad := nonfinite(method):  # on every rank (same weights): all stop at this step
-                        diverged = divergence(step, "parameters", f"NaN/inf in {_names(bad)} after step {step}")
-                        break
                 if step % tc.checkpoint_every == 0 or step == total:
                     save()
         if saved_at != step and (diverged is None or diverged["what"] == "loss"):
