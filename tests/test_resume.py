@@ -176,3 +176,26 @@ def test_a_process_with_live_workers_still_exits():
             "worker_init_fn=ignore_scheduler_signals))\nprint(next(it))\n")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
+
+
+def test_stop_hook_defers_to_the_step_raises_where_there_is_none_and_restores_handlers():
+    from benchmark.run import StopHook, StopRequested
+
+    before = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGUSR2, signal.SIGINT)}
+    with StopHook() as hook:
+        assert not hook()
+        os.kill(os.getpid(), signal.SIGTERM)  # in training: only a flag, polled after the step
+        assert hook() and hook.reason == "SIGTERM"
+        with pytest.raises(StopRequested, match="SIGTERM"):  # a pending stop ends a step-less section at once
+            with hook.immediate():
+                pass
+    with StopHook() as hook:
+        with pytest.raises(StopRequested, match="SIGUSR2"):
+            with hook.immediate():  # e.g. the probes
+                os.kill(os.getpid(), signal.SIGUSR2)
+                time.sleep(5)
+        os.kill(os.getpid(), signal.SIGINT)
+        with pytest.raises(KeyboardInterrupt):  # Ctrl-C twice: stop now
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(5)
+    assert {s: signal.getsignal(s) for s in before} == before
