@@ -155,7 +155,10 @@ SWEEP_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # a sweep name is one fo
 SWEEP_RULE = "a sweep name must be letters, digits, '.', '_' or '-', starting with a letter or digit"
 
 
-# Fields that do not change what is computed: excluded from the run identity hash.
+# Fields that do not change what is computed: excluded from the run identity hash. The data paths are
+# here so that a run keeps its directory on another machine (another mount point); what they point at
+# is fingerprinted instead (benchmark.run.data_digests: split and saliency digests in the checkpoint and
+# result.json), and a resume on other data is refused.
 NON_SEMANTIC = {("device",), ("out",), ("data", "num_workers"), ("data", "root"), ("data", "split_dir"),
                 ("data", "saccade", "saliency_dir"), ("train", "progress"), ("train", "log_every"),
                 ("train", "checkpoint_every"), ("data", "decoded_cache"), ("data", "cache_dir"),

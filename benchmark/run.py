@@ -417,7 +417,7 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as e:
         if not is_disk_full(e):
             raise
-        print(f"error: {disk_full_error(Path(e.filename or cfg.out), 'a file', e)}", file=sys.stderr)
+        print(f"error: {disk_full_error(Path(e.filename or '.'), 'a file', e)}", file=sys.stderr)
         return EXIT_DISK_FULL
     except KeyboardInterrupt:
         print("\naborted (Ctrl-C twice); the last checkpoint is kept and the same command resumes the run",
