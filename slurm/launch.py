@@ -335,6 +335,10 @@ def _launch(args, sweep, indices, cfgs, preset, overrides, log) -> Launch:
     records = {i: _read_submission(run_dir(cfgs[i])) for i in indices}
     try:
         live = live_slurm_jobs() if any(records.values()) else None
+        if live is None and any(records.values()) and args.executor == "slurm":
+            raise SlurmQueryError("squeue is not on PATH, so the launcher cannot tell which of the runs submitted "
+                                  "before are still queued or running; nothing was submitted. Launch from a "
+                                  "node with SLURM's client commands")
         interrupted = any(r.get("state") == "submitting" for r in records.values())
         mine = live_sweep_jobs(sweep.name) if interrupted else []
     except SlurmQueryError as e:

@@ -31,9 +31,10 @@ from benchmark.aggregate import aggregate
 from benchmark.config import run_dir, to_dict
 from benchmark.export import main as export_main
 from benchmark.registry import METHODS, build_method, dataset_entry, resolve
-from benchmark.run import EXIT_CODES, StopHook, build_parser, config_from_args, main, run_one
+from benchmark.run import EXIT_CODES, build_parser, config_from_args, main, run_one
 from benchmark.train import build_optimizer
 from slurm import launch
+from slurm.job import RunJob
 from tests.conftest import tiny_args
 from tests.test_resume import stop_after, tiny_cfg
 
@@ -304,9 +305,9 @@ def test_a_stop_or_kill_during_the_probes_resumes_with_the_training_numbers(tmp_
         raise AssertionError("the stop did not interrupt the probes")
 
     monkeypatch.setattr(run_mod, "evaluate", signalled)
-    with StopHook(["SIGUSR2"]) as hook:
-        res = run_one(cfg, stop_requested=hook, log=lambda m: None)
-    assert res.status == "interrupted" and "during the probes" in res.message and not (d / "result.json").exists()
+    res = RunJob(cfg)()  # the SLURM job's hook: under submitit it would requeue at once
+    assert res["status"] == "interrupted" and "during the probes" in res["message"]
+    assert not (d / "result.json").exists()
 
     monkeypatch.setattr(run_mod, "evaluate", real)
     res = run_one(cfg, log=lambda m: None)

@@ -49,6 +49,14 @@ def test_dry_run_table_shows_status_of_every_run(tmp_path, capsys):
     lines = [ln for ln in capsys.readouterr().out.splitlines() if ln[:1].isdigit()]
     assert [ln.split()[0] for ln in lines] == ["1"]
 
+    # a diverged run is finished (not resubmitted); a result of another schema is not
+    write_result(d1, configs(out)[1], {}, {}, "diverged", {"step": 3, "what": "loss", "detail": "nan"})
+    (d0 / "result.json").write_text('{"schema_version": 0}')
+    assert main(["--sweep", "smoke", "--dry-run", "--out", str(out)]) == 0
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if ln[:1].isdigit()]
+    assert lines[0].split()[:2] == ["0", "pending"] and "schema_version 0" in lines[0]
+    assert lines[1].split()[:2] == ["1", "diverged"]
+
 
 def test_only_parsing():
     assert parse_only("0,3,5-7", 10) == [0, 3, 5, 6, 7]
