@@ -22,7 +22,7 @@ from lightly.loss import NegativeCosineSimilarity
 from torch import Tensor
 
 from baselines.common import Backbone, BaselineMethod, ViewSequence, mlp_head
-from methods.components import ema_tau, ema_update, make_target
+from methods.components import BackboneName, ema_tau, ema_update, make_target
 from methods.contract import DataSpec, StepOutput
 
 
@@ -32,6 +32,7 @@ class BYOLConfig:
     proj_dim: int = 128
     pred_hidden: int = 2048  # predictor 128-2048-128
     ema_decay: float = 0.996  # --ema-decay 0.996, cosine schedule to 1 (BYOL paper)
+    backbone: BackboneName = "resnet18"  # model.backbone (methods/components.py BACKBONE_DIMS)
 
 
 class BYOL(BaselineMethod):
@@ -43,7 +44,7 @@ class BYOL(BaselineMethod):
         if not 0.0 <= cfg.ema_decay <= 1.0:
             raise ValueError(f"model.ema_decay must be in [0, 1], got {cfg.ema_decay}")
         self.cfg, self.spec = cfg, spec
-        self.backbone = backbone if backbone is not None else Backbone(spec)
+        self.backbone = backbone if backbone is not None else Backbone(spec, name=cfg.backbone)
         self.projector = mlp_head([self.backbone.dim, cfg.proj_hidden, cfg.proj_dim],
                                   last_bias=False, last_bn=True, last_bn_affine=False)
         self.predictor = mlp_head([cfg.proj_dim, cfg.pred_hidden, cfg.proj_dim])

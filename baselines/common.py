@@ -17,7 +17,7 @@ from lightly.loss.vicreg_loss import covariance_loss, invariance_loss, variance_
 from lightly.models.modules.heads import ProjectionHead
 from torch import Tensor, nn
 
-from methods.components import RESNET18_DIM, encode_views, resnet18_backbone
+from methods.components import build_backbone, encode_views
 from methods.contract import Batch, DataSpec, Method, Representation, RepRole, StepOutput
 
 # Two-view baselines are probed on the 512-d encoder output only (seq-JEPA models.py add_probes:
@@ -34,18 +34,20 @@ class ViewSequence:
 
 
 class Backbone(nn.Module):
-    """ResNet-18 (512-d, ``methods.components.resnet18_backbone``), optionally followed by an aggregator.
+    """A ResNet (``methods.components.build_backbone(name)``, D = 512 for the paper's ResNet-18), optionally
+    followed by an aggregator.
 
-    Without ``aggregator``: x (B, C, H, W) -> (B, 512).
+    Without ``aggregator``: x (B, C, H, W) -> (B, D).
     With one (a module with a ``width`` attribute, called as ``aggregator(z, actions)`` on per-view
-    encodings z (B, L, 512)): :class:`ViewSequence` -> (B, width).
+    encodings z (B, L, D)): :class:`ViewSequence` -> (B, width).
     """
 
-    def __init__(self, spec: DataSpec, aggregator: nn.Module | None = None) -> None:
+    def __init__(self, spec: DataSpec, aggregator: nn.Module | None = None, name: str = "resnet18") -> None:
         super().__init__()
-        self.encoder = resnet18_backbone(spec.small_images)
+        self.encoder = build_backbone(name, spec.small_images)
+        self.encoder_dim: int = self.encoder.out_dim
         self.aggregator = aggregator
-        self.dim: int = int(aggregator.width) if aggregator is not None else RESNET18_DIM
+        self.dim: int = int(aggregator.width) if aggregator is not None else self.encoder_dim
 
     def forward(self, x: Tensor | ViewSequence) -> Tensor:
         if self.aggregator is None:
@@ -94,7 +96,7 @@ def check_views(name: str, views: Tensor, need: int) -> Tensor:
 
 
 class BaselineMethod(Method):
-    """Shared part of the baselines: probes read the 512-d encoder output of every view.
+    """Shared part of the baselines: probes read the encoder output of every view.
 
     Subclasses build ``self.backbone`` (a :class:`Backbone`) and either implement
     :meth:`pair_loss` (two-view methods: the default ``training_step`` applies it to views 0 and 1,
@@ -115,7 +117,7 @@ class BaselineMethod(Method):
         return self.pair_loss(views[:, 0], views[:, 1])
 
     def representations(self) -> list[Representation]:
-        return [Representation("encoder", RESNET18_DIM, "view", self.role)]
+        return [Representation("encoder", self.backbone.encoder_dim, "view", self.role)]
 
     @torch.no_grad()
     def encode(self, views: Tensor, actions: Tensor | None = None) -> dict[str, Tensor]:

@@ -22,7 +22,7 @@ import torch
 from lightly.loss import NegativeCosineSimilarity
 
 from baselines.common import Backbone, BaselineMethod, check_views, mlp_head
-from methods.components import ActionEmbedding, check_actions, ema_tau, ema_update, make_target
+from methods.components import ActionEmbedding, BackboneName, check_actions, ema_tau, ema_update, make_target
 from methods.contract import Batch, DataSpec, StepOutput
 
 
@@ -33,6 +33,7 @@ class CondBYOLConfig:
     action_emb_dim: int = 128  # --act-projdim 128
     pred_hidden: int = 2048  # predictor (128 + 128)-2048-128
     ema_decay: float = 0.996  # --ema-decay 0.996, cosine schedule to 1
+    backbone: BackboneName = "resnet18"  # model.backbone (methods/components.py BACKBONE_DIMS)
 
 
 class CondBYOL(BaselineMethod):
@@ -48,7 +49,7 @@ class CondBYOL(BaselineMethod):
             raise ValueError(f"model.ema_decay must be in [0, 1], got {cfg.ema_decay}")
         self.cfg, self.spec = cfg, spec
         self.uses_actions = True
-        self.backbone = Backbone(spec)
+        self.backbone = Backbone(spec, name=cfg.backbone)
         self.projector = mlp_head([self.backbone.dim, cfg.proj_hidden, cfg.proj_dim],
                                   last_bias=False, last_bn=True, last_bn_affine=False)
         self.action_emb = ActionEmbedding(spec.action_dim, cfg.action_emb_dim)

@@ -48,7 +48,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from methods.components import RESNET18_DIM, check_actions, encode_views, resnet18_backbone
+from methods.components import BackboneName, build_backbone, check_actions, encode_views
 from methods.contract import Batch, DataSpec, Method, Representation, StepOutput
 
 ENVS = ("rot", "color", "rotcolor")  # upstream env_ratio order
@@ -78,6 +78,7 @@ class ContextSSLConfig:
     # P(rot), P(color), P(rotcolor) per batch; None -> README [0.5, 0.5, 0.0] when the actions have a
     # colour part, else [1, 0, 0].
     env_ratio: tuple[float, ...] | None = None
+    backbone: BackboneName = "resnet18"  # model.backbone (methods/components.py BACKBONE_DIMS)
 
 
 def contextssl_nt_xent(z: Tensor, temperature: float, clamp: bool = True) -> Tensor:
@@ -202,17 +203,18 @@ class ContextSSL(Method):
                              f"{a}-d actions have no colour part; use --set data.latent_type=rotcolor or "
                              f"model.env_ratio=[1,0,0]")
         self.env_ratio = tuple(float(p) for p in ratio)
-        self.encoder = resnet18_backbone(spec.small_images)
-        self.context_model = ContextTransformer(RESNET18_DIM + a, RESNET18_DIM, cfg)
+        self.encoder = build_backbone(cfg.backbone, spec.small_images)
+        self.dim: int = self.encoder.out_dim
+        self.context_model = ContextTransformer(self.dim + a, self.dim, cfg)
         h = cfg.aux_hidden
-        self.aux_predictor = nn.Sequential(nn.Linear(2 * RESNET18_DIM, h), nn.ReLU(), nn.Linear(h, h), nn.ReLU(),
+        self.aux_predictor = nn.Sequential(nn.Linear(2 * self.dim, h), nn.ReLU(), nn.Linear(h, h), nn.ReLU(),
                                            nn.Linear(h, a))
 
     def views_needed(self, seq_len: int) -> int:
         return seq_len + 1  # seq_len (x, x+) transitions form one context
 
     def representations(self) -> list[Representation]:
-        return [Representation("encoder", RESNET18_DIM, "view", "both")]
+        return [Representation("encoder", self.dim, "view", "both")]
 
     def _parts(self, env: str) -> list[slice]:
         rot, color = slice(0, self.rot_dims), slice(self.rot_dims, self.spec.action_dim)

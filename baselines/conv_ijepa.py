@@ -26,8 +26,9 @@ import torch
 from torch import Tensor
 
 from methods.components import (
-    RESNET18_DIM,
     ActionEmbedding,
+    BackboneName,
+    build_backbone,
     check_actions,
     cosine_loss,
     ema_tau,
@@ -35,7 +36,6 @@ from methods.components import (
     encode_views,
     make_target,
     mlp,
-    resnet18_backbone,
 )
 from methods.contract import Batch, DataSpec, Method, Representation, StepOutput
 
@@ -47,6 +47,7 @@ class ConvIJEPAConfig:
     action_emb_dim: int = 128  # --act-projdim 128
     pred_hidden: int = 1024  # --pred-hidden 1024 (scripts/script_pls.sh)
     ema_decay: float = 0.996  # --ema-decay 0.996, cosine schedule to 1
+    backbone: BackboneName = "resnet18"  # model.backbone (methods/components.py BACKBONE_DIMS)
 
 
 class ConvIJEPA(Method):
@@ -62,8 +63,9 @@ class ConvIJEPA(Method):
         if not 0.0 <= cfg.ema_decay <= 1.0:
             raise ValueError(f"model.ema_decay must be in [0, 1], got {cfg.ema_decay}")
         self.cfg, self.spec = cfg, spec
-        self.encoder = resnet18_backbone(spec.small_images)
-        self.projector = mlp([RESNET18_DIM, cfg.proj_hidden, cfg.proj_dim], last_bn=True, last_bn_affine=False,
+        self.encoder = build_backbone(cfg.backbone, spec.small_images)
+        self.dim: int = self.encoder.out_dim
+        self.projector = mlp([self.dim, cfg.proj_hidden, cfg.proj_dim], last_bn=True, last_bn_affine=False,
                              bias_last=False)
         self.target_encoder = make_target(self.encoder)
         self.target_projector = make_target(self.projector)
@@ -74,7 +76,7 @@ class ConvIJEPA(Method):
         return seq_len + 1  # M observations + 1 target, as seq-JEPA
 
     def representations(self) -> list[Representation]:
-        return [Representation("encoder", RESNET18_DIM, "view", "both")]
+        return [Representation("encoder", self.dim, "view", "both")]
 
     def training_step(self, batch: Batch) -> StepOutput:
         views = batch.views

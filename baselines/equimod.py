@@ -25,7 +25,7 @@ import torch
 from lightly.loss import NTXentLoss
 from torch import Tensor
 
-from methods.components import RESNET18_DIM, ActionEmbedding, check_actions, encode_views, mlp, resnet18_backbone
+from methods.components import ActionEmbedding, BackboneName, build_backbone, check_actions, encode_views, mlp
 from methods.contract import Batch, DataSpec, Method, Representation, StepOutput
 
 
@@ -47,6 +47,7 @@ class EquiModConfig:
     temperature_inv: float = 0.5  # seq-JEPA --temp 0.5 (official temperature_z 0.5)
     temperature_equi: float = 0.5  # seq-JEPA --temp 0.5 for both terms (official temperature_y 0.2)
     equi_factor: float = 1.0  # seq-JEPA --equi-factor 1.0 (official lmbd 1)
+    backbone: BackboneName = "resnet18"  # model.backbone (methods/components.py BACKBONE_DIMS)
 
 
 def equimod_loss(z_x: Tensor, z_y: Tensor, pred_y: Tensor, e_y: Tensor, temperature_inv: float,
@@ -70,17 +71,18 @@ class EquiMod(Method):
                              "(action_dim > 0)")
         self.cfg, self.spec = cfg, spec
         self.uses_actions = True
-        self.encoder = resnet18_backbone(spec.small_images)
+        self.encoder = build_backbone(cfg.backbone, spec.small_images)
+        self.dim: int = self.encoder.out_dim
         # Projectors: Linear(no bias)-BN-ReLU x2, Linear(no bias), BN(affine=False) (seq-JEPA / official).
         head = dict(last_bn=True, last_bn_affine=False, bias_last=False)
-        self.projector_inv = mlp([RESNET18_DIM, cfg.proj_hidden, cfg.proj_hidden, cfg.inv_dim], **head)
-        self.projector_equi = mlp([RESNET18_DIM, cfg.proj_hidden, cfg.proj_hidden, cfg.equi_dim], **head)
+        self.projector_inv = mlp([self.dim, cfg.proj_hidden, cfg.proj_hidden, cfg.inv_dim], **head)
+        self.projector_equi = mlp([self.dim, cfg.proj_hidden, cfg.proj_hidden, cfg.equi_dim], **head)
         self.action_emb = ActionEmbedding(spec.action_dim, cfg.action_emb_dim)
         # Predictor "one" (official --predictor_eq_layers one): a single Linear + BN(affine=False).
         self.predictor = mlp([cfg.action_emb_dim + cfg.equi_dim, cfg.equi_dim], **head)
 
     def representations(self) -> list[Representation]:
-        return [Representation("encoder", RESNET18_DIM, "view", "both")]
+        return [Representation("encoder", self.dim, "view", "both")]
 
     def predict(self, h_x: Tensor, action: Tensor) -> Tensor:
         """Equivariant prediction e^_y (B, equi_dim) from encodings h_x (B, 512) and actions (B, A)."""

@@ -22,7 +22,7 @@ import torch
 from lightly.loss import NTXentLoss
 from torch import Tensor
 
-from methods.components import RESNET18_DIM, ActionEmbedding, check_actions, encode_views, mlp, resnet18_backbone
+from methods.components import ActionEmbedding, BackboneName, build_backbone, check_actions, encode_views, mlp
 from methods.contract import Batch, DataSpec, Method, Representation, StepOutput
 
 
@@ -38,6 +38,7 @@ class SENConfig:
     proj_dim: int = 2048  # seq-JEPA equi_emb_size 2048 (hidden and output widths)
     action_emb_dim: int = 128  # seq-JEPA --act-projdim 128 (--learn-act-emb 1)
     temperature: float = 0.5  # seq-JEPA --temp 0.5
+    backbone: BackboneName = "resnet18"  # model.backbone (methods/components.py BACKBONE_DIMS)
 
 
 def sen_loss(pred_y: Tensor, e_y: Tensor, temperature: float) -> Tensor:
@@ -57,14 +58,15 @@ class SEN(Method):
             raise ValueError("sen conditions its predictor on the action; use a dataset with actions (action_dim > 0)")
         self.cfg, self.spec = cfg, spec
         self.uses_actions = True
-        self.encoder = resnet18_backbone(spec.small_images)
+        self.encoder = build_backbone(cfg.backbone, spec.small_images)
+        self.dim: int = self.encoder.out_dim
         head = dict(last_bn=True, last_bn_affine=False, bias_last=False)
-        self.projector = mlp([RESNET18_DIM, cfg.proj_dim, cfg.proj_dim, cfg.proj_dim], **head)
+        self.projector = mlp([self.dim, cfg.proj_dim, cfg.proj_dim, cfg.proj_dim], **head)
         self.action_emb = ActionEmbedding(spec.action_dim, cfg.action_emb_dim)
         self.predictor = mlp([cfg.action_emb_dim + cfg.proj_dim, cfg.proj_dim], **head)
 
     def representations(self) -> list[Representation]:
-        return [Representation("encoder", RESNET18_DIM, "view", "equivariant")]
+        return [Representation("encoder", self.dim, "view", "equivariant")]
 
     def predict(self, h_x: Tensor, action: Tensor) -> Tensor:
         """Predicted embedding of the second view (B, proj_dim) from h_x (B, 512) and actions (B, A)."""

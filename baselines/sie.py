@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from lightly.loss.vicreg_loss import covariance_loss, variance_loss
 from torch import Tensor, nn
 
-from methods.components import RESNET18_DIM, check_actions, encode_views, mlp, resnet18_backbone
+from methods.components import BackboneName, backbone_dim, build_backbone, check_actions, encode_views, mlp
 from methods.contract import Batch, DataSpec, Method, Representation, StepOutput
 
 
@@ -46,12 +46,14 @@ class SIEConfig:
     the ``deep`` hypernetwork, and the SIENoVar / SIEOnlyEqui variants.
     """
 
-    equi_dim: int = 256  # --equi 256: the LAST 256 dims of the 512-d representation are equivariant
+    # --equi 256: the LAST 256 dims of the 512-d representation are equivariant; None -> half the backbone's width
+    equi_dim: int | None = None
     expander: tuple[int, ...] = (2048, 2048, 2048)  # --mlp 2048-2048-2048, scaled by each part's share
     sim_coeff: float = 25.0  # seq-JEPA --inv-coeff 25 (official --sim-coeff 10)
     std_coeff: float = 25.0  # seq-JEPA --var-coeff 25 (official --std-coeff 10)
     cov_coeff: float = 1.0  # both
     equi_factor: float = 1.0  # seq-JEPA --equi-factor 1.0 (official 0.45)
+    backbone: BackboneName = "resnet18"  # model.backbone (methods/components.py BACKBONE_DIMS)
 
 
 def sie_loss(x_inv: Tensor, y_inv: Tensor, x_equi: Tensor, y_equi: Tensor, pred_y_equi: Tensor, sim_coeff: float,
@@ -101,23 +103,27 @@ class SIE(Method):
         super().__init__()
         if spec.action_dim <= 0:
             raise ValueError("sie conditions its predictor on the action; use a dataset with actions (action_dim > 0)")
-        if not 0 < cfg.equi_dim < RESNET18_DIM:
-            raise ValueError(f"sie: model.equi_dim must lie in 1..{RESNET18_DIM - 1}, got {cfg.equi_dim}")
+        self.dim = backbone_dim(cfg.backbone)
+        equi_dim = cfg.equi_dim if cfg.equi_dim is not None else self.dim // 2
+        if not 0 < equi_dim < self.dim:
+            raise ValueError(f"sie: model.equi_dim must lie in 1..{self.dim - 1} for backbone {cfg.backbone}, "
+                             f"got {equi_dim}")
         if not cfg.expander:
             raise ValueError("sie: model.expander needs at least one width, e.g. [2048, 2048, 2048]")
         self.cfg, self.spec = cfg, spec
         self.uses_actions = True
-        self.inv_dim = RESNET18_DIM - cfg.equi_dim
-        self.encoder = resnet18_backbone(spec.small_images)
-        self.projector_inv = _expander(self.inv_dim, cfg.expander, self.inv_dim / RESNET18_DIM)
-        self.projector_equi = _expander(cfg.equi_dim, cfg.expander, cfg.equi_dim / RESNET18_DIM)
-        self.predictor = HyperPredictor(round(cfg.expander[-1] * cfg.equi_dim / RESNET18_DIM), spec.action_dim)
+        self.equi_dim = equi_dim
+        self.inv_dim = self.dim - equi_dim
+        self.encoder = build_backbone(cfg.backbone, spec.small_images)
+        self.projector_inv = _expander(self.inv_dim, cfg.expander, self.inv_dim / self.dim)
+        self.projector_equi = _expander(equi_dim, cfg.expander, equi_dim / self.dim)
+        self.predictor = HyperPredictor(round(cfg.expander[-1] * equi_dim / self.dim), spec.action_dim)
 
     def representations(self) -> list[Representation]:
         return [
-            Representation("encoder", RESNET18_DIM, "view", "both"),
+            Representation("encoder", self.dim, "view", "both"),
             Representation("inv", self.inv_dim, "view", "invariant"),
-            Representation("equi", self.cfg.equi_dim, "view", "equivariant"),
+            Representation("equi", self.equi_dim, "view", "equivariant"),
         ]
 
     def predict(self, h_x: Tensor, action: Tensor) -> Tensor:

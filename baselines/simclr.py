@@ -21,6 +21,7 @@ from lightly.loss import NTXentLoss
 from torch import Tensor
 
 from baselines.common import Backbone, BaselineMethod, ViewSequence, mlp_head
+from methods.components import BackboneName
 from methods.contract import DataSpec, StepOutput
 
 
@@ -29,6 +30,7 @@ class SimCLRConfig:
     temperature: float = 0.5  # seq-JEPA --temp 0.5 (SimCLR paper: 0.5 for CIFAR-10)
     proj_hidden: int = 2048  # seq-JEPA models.py SimCLR projector 512-2048-2048-2048
     proj_dim: int = 2048
+    backbone: BackboneName = "resnet18"  # model.backbone (methods/components.py BACKBONE_DIMS)
 
 
 class SimCLR(BaselineMethod):
@@ -40,7 +42,7 @@ class SimCLR(BaselineMethod):
         if cfg.temperature <= 0:
             raise ValueError(f"model.temperature must be > 0, got {cfg.temperature}")
         self.cfg, self.spec = cfg, spec
-        self.backbone = backbone if backbone is not None else Backbone(spec)
+        self.backbone = backbone if backbone is not None else Backbone(spec, name=cfg.backbone)
         self.projector = mlp_head([self.backbone.dim, cfg.proj_hidden, cfg.proj_hidden, cfg.proj_dim],
                                   last_bias=False, last_bn=True, last_bn_affine=False)
         self.criterion = NTXentLoss(temperature=cfg.temperature)

@@ -28,7 +28,7 @@ from baselines.byol import BYOL, BYOLConfig
 from baselines.common import Backbone, BaselineMethod, ViewSequence, check_views
 from baselines.simclr import SimCLR, SimCLRConfig
 from baselines.vicreg import VICReg, VICRegConfig
-from methods.components import RESNET18_DIM, ActionEmbedding, SequenceAggregator, check_actions, encode_views
+from methods.components import ActionEmbedding, SequenceAggregator, backbone_dim, check_actions, encode_views
 from methods.contract import Batch, DataSpec, Method, Representation, StepOutput
 
 
@@ -42,16 +42,17 @@ class TxOptions:
 
 
 class SequencePool(nn.Module):
-    """Per-view encodings z (B, L, 512) [+ actions (B, L-1, A)] -> aggregate (B, width).
+    """Per-view encodings z (B, L, D) [+ actions (B, L-1, A)] -> aggregate (B, width).
 
     With actions, token i is [z_i, emb(a_i)] and the last token's action slot is zero, as seq-JEPA's
     observation tokens (``methods/seqjepa.py``); emb = Linear(A -> 128, no bias) + BN(affine=False).
     """
 
-    def __init__(self, action_dim: int, action_emb_dim: int, layers: int, heads: int, dropout: float) -> None:
+    def __init__(self, action_dim: int, action_emb_dim: int, layers: int, heads: int, dropout: float,
+                 dim: int = 512) -> None:
         super().__init__()
         self.action_emb = ActionEmbedding(action_dim, action_emb_dim) if action_emb_dim > 0 else None
-        self.width = RESNET18_DIM + max(action_emb_dim, 0)
+        self.width = dim + max(action_emb_dim, 0)
         self.aggregator = SequenceAggregator(self.width, layers, heads, dropout=dropout)
 
     def forward(self, z: Tensor, actions: Tensor | None = None) -> Tensor:
@@ -81,10 +82,10 @@ class TxVariant(Method):
         self.cfg, self.spec = cfg, spec
         self.uses_actions = cfg.act_cond
         pool = SequencePool(spec.action_dim, cfg.action_emb_dim if cfg.act_cond else 0, cfg.layers, cfg.heads,
-                            cfg.dropout)
+                            cfg.dropout, backbone_dim(cfg.backbone))
         # The variant's flat config = the base's fields + TxOptions; hand the base its own part.
         base_cfg = self.Base.Config(**{f.name: getattr(cfg, f.name) for f in fields(self.Base.Config)})
-        self.base = self.Base(base_cfg, spec, Backbone(spec, pool))  # type: ignore[call-arg]
+        self.base = self.Base(base_cfg, spec, Backbone(spec, pool, cfg.backbone))  # type: ignore[call-arg]
 
     @property
     def pool(self) -> SequencePool:
@@ -94,7 +95,7 @@ class TxVariant(Method):
         return 2 * seq_len
 
     def representations(self) -> list[Representation]:
-        return [Representation("encoder", RESNET18_DIM, "view", "equivariant"),
+        return [Representation("encoder", self.base.backbone.encoder_dim, "view", "equivariant"),
                 Representation("aggregate", self.pool.width, "sequence", "invariant")]
 
     def training_step(self, batch: Batch) -> StepOutput:

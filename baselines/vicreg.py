@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from torch import Tensor
 
 from baselines.common import Backbone, BaselineMethod, ViewSequence, mlp_head, vicreg_terms
+from methods.components import BackboneName
 from methods.contract import DataSpec, StepOutput
 
 
@@ -31,6 +32,7 @@ class VICRegConfig:
     cov_coeff: float = 1.0  # --cov-coeff 1 (nu)
     proj_hidden: int = 2048  # seq-JEPA models.py VICReg projector 512-2048-2048-2048
     proj_dim: int = 2048
+    backbone: BackboneName = "resnet18"  # model.backbone (methods/components.py BACKBONE_DIMS)
 
 
 class VICReg(BaselineMethod):
@@ -40,7 +42,7 @@ class VICReg(BaselineMethod):
     def __init__(self, cfg: VICRegConfig, spec: DataSpec, backbone: Backbone | None = None) -> None:
         super().__init__()
         self.cfg, self.spec = cfg, spec
-        self.backbone = backbone if backbone is not None else Backbone(spec)
+        self.backbone = backbone if backbone is not None else Backbone(spec, name=cfg.backbone)
         self.projector = mlp_head([self.backbone.dim, cfg.proj_hidden, cfg.proj_hidden, cfg.proj_dim],
                                   hidden_bias=True, last_bias=False)
 

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from torch import Tensor, nn
 
 from baselines.common import Backbone, BaselineMethod, check_views, mlp_head, vicreg_terms
-from methods.components import RESNET18_DIM, encode_views
+from methods.components import BackboneName, encode_views
 from methods.contract import Batch, DataSpec, StepOutput
 
 
@@ -53,6 +53,7 @@ class VICRegTrajConfig:
     traj_normalize: bool = False  # L2-normalise before the trajectory term (upstream: no; see docstring)
     proj_hidden: int = 2048  # models.py VICReg_Traj projector 512-2048-2048-2048
     proj_dim: int = 2048
+    backbone: BackboneName = "resnet18"  # model.backbone (methods/components.py BACKBONE_DIMS)
 
 
 class VICRegTraj(BaselineMethod):
@@ -62,8 +63,8 @@ class VICRegTraj(BaselineMethod):
     def __init__(self, cfg: VICRegTrajConfig, spec: DataSpec) -> None:
         super().__init__()
         self.cfg, self.spec = cfg, spec
-        self.backbone = Backbone(spec)
-        self.projector = mlp_head([RESNET18_DIM, cfg.proj_hidden, cfg.proj_hidden, cfg.proj_dim],
+        self.backbone = Backbone(spec, name=cfg.backbone)
+        self.projector = mlp_head([self.backbone.dim, cfg.proj_hidden, cfg.proj_hidden, cfg.proj_dim],
                                   hidden_bias=True, last_bias=False)
 
     def views_needed(self, seq_len: int) -> int:

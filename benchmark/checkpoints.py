@@ -71,6 +71,7 @@ class LoadedCheckpoint:
     method: Method | None = None  # seqbench: the whole method, rebuilt and loaded (None: encoder only)
     step: int | None = None  # seqbench: optimiser steps the checkpoint was saved at
     note: str = ""  # why a seqbench method could not be rebuilt, if it could not
+    backbone: str = "resnet18"  # seqbench: the run's model.backbone (methods/components.py BACKBONE_DIMS)
 
 
 def sha256_file(path: Path) -> str:
@@ -283,7 +284,7 @@ def load(path: str | Path, fmt: str = "auto", trust: bool = False) -> LoadedChec
     fmt = found if fmt == "auto" else fmt
     hint = (f" It looks like a {found} checkpoint (benchmark.evaluate reads it with --format {found} or auto)."
             if found not in (None, fmt) else "")
-    run_config, method, note, step = None, None, "", None
+    run_config, method, note, step, backbone = None, None, "", None, "resnet18"
     try:
         if fmt == "solo-learn":
             state = _solo_state(obj, file)
@@ -296,11 +297,17 @@ def load(path: str | Path, fmt: str = "auto", trust: bool = False) -> LoadedChec
             step = obj.get("step")
             run = file.parent.name if file.name == CHECKPOINT_FILE else file.stem
             name = _safe_name(f"{run_config['method']}-{run}" if run_config else run)
+            backbone = str(((run_config or {}).get("model") or {}).get("backbone", "resnet18"))
         stem = _stem(state, fmt)
-        check_resnet18(state, stem, f"{file} ({fmt} layout)")
+        if backbone == "resnet18":
+            check_resnet18(state, stem, f"{file} ({fmt} layout)")
+        elif method is None:  # only the rebuilt method knows the shapes of another backbone
+            raise DataError(f"{file}: its {backbone} encoder can only be read by rebuilding the method it was "
+                            f"trained as, which failed ({note})")
     except DataError as e:
         raise DataError(f"{e}{hint}") from None
-    return LoadedCheckpoint(file, fmt, sha256_file(file), stem, state, name, run_config, method, step, note)
+    return LoadedCheckpoint(file, fmt, sha256_file(file), stem, state, name, run_config, method, step, note,
+                            backbone)
 
 
 def torchvision_export(ck: LoadedCheckpoint) -> dict[str, Tensor]:

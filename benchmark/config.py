@@ -32,6 +32,10 @@ class MiniConfig:
     views: int = 12  # renders per object (3DIEBench has 50)
     resolution: int = 64  # rendered JPEG size in pixels (3DIEBench: 256)
     seed: int = 0  # generator seed: same settings + seed -> byte-identical tree
+    # "3diebench": every view draws all of 3DIEBench's latents (rotation, floor hue, spot light);
+    # "pose-only": floor hue and spot light are drawn once per object, so only the pose changes between
+    # an object's views (benchmark/configs/pattern.yaml; docs/pattern.md says why)
+    variant: Literal["3diebench", "pose-only"] = "3diebench"
 
 
 @dataclass(frozen=True)
@@ -93,7 +97,7 @@ class TrainConfig:
     epochs: int = 1000  # 0 = no pre-training: evaluate the randomly initialised encoder
     batch_size: int = 512
     optimizer_preset: Literal["paper", "upstream-code"] = "paper"  # see README "Decisions"
-    lr: float | None = None  # None -> the preset's (4e-4 paper, 1e-3 upstream-code)
+    lr: float | None = None  # None -> the preset's (4e-4 for both)
     weight_decay: float | None = None  # None -> the preset's (1e-3 paper, 0 upstream-code)
     warmup_epochs: int = 20  # linear warm-up from init_lr
     init_lr: float = 1e-5
@@ -107,6 +111,11 @@ class TrainConfig:
     fused_optimizer: bool = True  # fused Adam/AdamW kernel on CUDA (else torch's foreach default); ignored on CPU
     compile: bool = False  # torch.compile the training step (minutes of compilation at start-up)
     progress: bool = True  # tqdm progress bar
+    # Online probes (benchmark/probes/online.py): every N steps and before the first, held-out top-1, kNN top-1
+    # and pair R^2 (rotation) of the current weights, fitted on a fixed monitor set, logged to log.jsonl.
+    # Detached and RNG-neutral: they do not change the training, so they are not part of the run identity.
+    online_probe_every: int = 0  # 0 = off
+    online_probe_objects: int = 256  # monitor objects per split (training objects fit, held-out ones score)
 
 
 @dataclass(frozen=True)
@@ -162,7 +171,8 @@ SWEEP_RULE = "a sweep name must be letters, digits, '.', '_' or '-', starting wi
 NON_SEMANTIC = {("device",), ("out",), ("data", "num_workers"), ("data", "root"), ("data", "split_dir"),
                 ("data", "saccade", "saliency_dir"), ("train", "progress"), ("train", "log_every"),
                 ("train", "checkpoint_every"), ("data", "decoded_cache"), ("data", "cache_dir"),
-                ("train", "channels_last"), ("train", "fused_optimizer"), ("train", "compile")}
+                ("train", "channels_last"), ("train", "fused_optimizer"), ("train", "compile"),
+                ("train", "online_probe_every"), ("train", "online_probe_objects")}
 
 
 def _type_name(tp: Any) -> str:

@@ -24,6 +24,9 @@ from benchmark.errors import SeqbenchError, user_message
 from benchmark.fileio import atomic_torch_save
 
 DEFAULT_FILE = {"torchvision": "encoder_torchvision.pth", "solo-learn": "encoder_solo-learn.ckpt"}
+# model.backbone -> the torchvision architecture both formats load it into (solo-learn's backbones are
+# torchvision's); the narrow CPU ResNet-18s (methods/components.py) have no counterpart in either tool.
+EXPORTABLE = {"resnet18": "resnet18", "resnet50": "resnet50"}
 
 
 def export(run: Path, fmt: str, out: Path | None = None, trust: bool = False) -> tuple[Path, str]:
@@ -31,25 +34,35 @@ def export(run: Path, fmt: str, out: Path | None = None, trust: bool = False) ->
 
     Returns (file written, the encoder's stem).
     """
+    path, stem, _ = export_encoder(run, fmt, out, trust)
+    return path, stem
+
+
+def export_encoder(run: Path, fmt: str, out: Path | None = None, trust: bool = False) -> tuple[Path, str, str]:
+    """:func:`export`, also returning the encoder's backbone (``model.backbone``)."""
     if fmt not in DEFAULT_FILE:
         raise SeqbenchError(f"unknown export format {fmt!r}; valid: {', '.join(DEFAULT_FILE)}")
     ck = load(run, "seqbench", trust)
+    if ck.backbone not in EXPORTABLE:
+        raise SeqbenchError(f"{ck.path} was trained with model.backbone={ck.backbone}, which neither torchvision nor "
+                            f"solo-learn can build (exportable backbones: {', '.join(EXPORTABLE)}); evaluate it "
+                            f"in seqbench instead: python -m benchmark.evaluate --checkpoint {ck.path.parent}")
     out = out or ck.path.parent / DEFAULT_FILE[fmt]
     if out.exists() and out.is_dir():
         raise SeqbenchError(f"--out {out} is a directory; give a file name such as {out / DEFAULT_FILE[fmt]}")
     source = {"run": str(ck.path.parent.resolve()), "checkpoint_sha256": ck.sha256, "step": ck.step,
-              "method": (ck.run_config or {}).get("method"), "stem": ck.stem}
+              "method": (ck.run_config or {}).get("method"), "stem": ck.stem, "backbone": ck.backbone}
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_torch_save(torchvision_export(ck) if fmt == "torchvision" else solo_learn_export(ck, source), out,
                       "exported encoder")
-    return out, ck.stem
+    return out, ck.stem, ck.backbone
 
 
-def stem_note(stem: str, fmt: str) -> str:
+def stem_note(stem: str, fmt: str, backbone: str = "resnet18") -> str:
     if stem == "imagenet":
         return ""
-    build = ("net = torchvision.models.resnet18(); net.conv1 = nn.Conv2d(3, 64, 3, 1, 1, bias=False); "
-             "net.maxpool = nn.Identity()")
+    build = (f"net = torchvision.models.{EXPORTABLE.get(backbone, backbone)}(); "
+             "net.conv1 = nn.Conv2d(3, 64, 3, 1, 1, bias=False); net.maxpool = nn.Identity()")
     if fmt == "solo-learn":
         return (f"note: this encoder uses seqbench's small-image stem (3x3/1 conv1, padding 1, no max-pool); "
                 f"solo-learn builds its CIFAR stem with padding 2, so set its backbone.conv1 padding to 1 to "
@@ -65,12 +78,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--trust-checkpoint", action="store_true", help="torch.load(weights_only=False)")
     args = p.parse_args(argv)
     try:
-        path, stem = export(Path(args.run), args.format, Path(args.out) if args.out else None,
-                            args.trust_checkpoint)
+        path, stem, backbone = export_encoder(Path(args.run), args.format, Path(args.out) if args.out else None,
+                                      args.trust_checkpoint)
     except SeqbenchError as e:
         print(f"error: {user_message(e)}", file=sys.stderr)
         return 2
-    if note := stem_note(stem, args.format):
+    if note := stem_note(stem, args.format, backbone):
         print(note)
     print(path)
     return 0

@@ -183,7 +183,16 @@ def resolve(user: dict) -> RunConfig:
         raise ConfigError("method and dataset must be names (strings)")
     entry = dataset_entry(dataset)
     cls = method_class(method)
-    cfg = from_dict(RunConfig, merge(entry.defaults, user))
+    user = dict(user)
+    per_method = user.pop("per_method", None) or {}
+    if not isinstance(per_method, dict) or not all(isinstance(v, dict) for v in per_method.values()):
+        raise ConfigError("per_method must map method names to settings, e.g. per_method: {seqjepa: {model: "
+                          "{ema_decay: 0.99}}}")
+    for name in per_method:
+        method_class(name)  # an unknown method name fails listing the valid ones
+    # A regime's settings for one method (e.g. benchmark/configs/pattern.yaml): above the dataset preset,
+    # below everything set directly.
+    cfg = from_dict(RunConfig, merge(merge(entry.defaults, per_method.get(method, {})), user))
     model = from_dict(cls.Config, cfg.model, "model")  # type: ignore[attr-defined]
     cfg = replace(cfg, model=to_dict(model))
     check(cfg)

@@ -91,6 +91,7 @@ def write_result(run_dir: Path, cfg: RunConfig, metrics: dict, prov: dict, statu
         "seq_len": cfg.data.seq_len,
         "eval_seq_len": cfg.eval_seq_len if "top1_by_eval_len" in metrics else None,
         "seed": cfg.seed,
+        "backbone": cfg.model.get("backbone"),  # model.backbone (None for external encoders)
         "status": status,
         "run_dir": str(run_dir),
         "config": to_dict(cfg),

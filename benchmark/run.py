@@ -54,6 +54,7 @@ from benchmark.fileio import (
     is_disk_full,
 )
 from benchmark.probes.evaluate import evaluate
+from benchmark.probes.online import OnlineProbes
 from benchmark.registry import DATASETS, METHODS, build_method, dataset_entry, resolve
 from benchmark.results import RESULT_FILE, check_result, now, provenance, read_result, write_result
 from benchmark.train import CHECKPOINT, LOG, check_probe_features, train
@@ -311,7 +312,9 @@ def _train_and_probe(cfg, out, env, device, stop_requested, log, method, train_d
     extra = {"dataset_note": train_ds.label_note or None, "amp_bf16": cfg.train.amp and device.type == "cuda",
              "data_digests": digests, **fastpath.provenance(cfg, device)}
     if cfg.train.epochs > 0:
-        summary = train(cfg, method, train_ds, out, device, stop_requested, digests, log)
+        online = (OnlineProbes(method, cfg, probe_train, probe_val, device)
+                  if cfg.train.online_probe_every and env.is_main else None)
+        summary = train(cfg, method, train_ds, out, device, stop_requested, online, data=digests, log=log)
         extra.update(train_steps=summary.steps, train_total_steps=summary.total_steps,
                      resumes=max(0, len(summary.segments) - 1), segments=summary.segments)
         if summary.diverged is not None:

@@ -57,9 +57,13 @@ from methods.contract import Method
 CHECKPOINT = "checkpoint.pt"
 LOG = "log.jsonl"
 CHECKPOINT_KEYS = ("model", "optimizer", "step", "config")  # and "rng" (or the older "rng_cpu")
-PRESETS = {  # seqjepa.md Decision 3
+PRESETS = {  # README "Protocol decisions", 3
     "paper": {"optimizer": "adamw", "lr": 4e-4, "weight_decay": 1e-3, "cosine": True},
-    "upstream-code": {"optimizer": "adam", "lr": 1e-3, "weight_decay": 0.0, "cosine": False},
+    # What hafezgh/seq-jepa main_transformed_views.py runs in training: Adam(lr=1e-3, wd=0) (line 237; the
+    # AdamW branch is only built for evaluation), but every epoch its warm-up code sets the lr to --lr 4e-4
+    # after the warm-up (lines 300-308), overwriting both the constructor's 1e-3 and the cosine scheduler's
+    # step: linear warm-up to 4e-4, then constant.
+    "upstream-code": {"optimizer": "adam", "lr": 4e-4, "weight_decay": 0.0, "cosine": False},
 }
 
 
@@ -224,8 +228,8 @@ def cut_log(path: Path, step: int) -> int:
         return 0
     keep, dropped = [], 0
     for line in path.read_text(errors="replace").splitlines(keepends=True):
-        try:
-            ok = line.endswith("\n") and json.loads(line)["step"] <= step
+        try:  # a fresh start (step 0) keeps nothing: it logs step 0 (the online probes' reference) again
+            ok = step > 0 and line.endswith("\n") and json.loads(line)["step"] <= step
         except (ValueError, KeyError, TypeError):
             ok = False
         if ok:
@@ -294,12 +298,15 @@ def _fetch(batches: Iterator) -> tuple[dict | None, Exception | None]:
 
 
 def train(cfg: RunConfig, method: Method, dataset: SequenceDataset, run_dir: Path, device: torch.device,
-          stop_requested: Callable[[], bool] | None = None, data: dict | None = None,
+          stop_requested: Callable[[], bool] | None = None,
+          online_probes: Callable[[], dict[str, float]] | None = None, data: dict | None = None,
           log: Callable[[str], None] | None = None) -> TrainSummary:
     """Pre-train ``method`` on ``dataset``; resumes from ``run_dir/checkpoint.pt`` if present.
 
     ``data``: digests of the split/saliency files (stored in the checkpoint, compared on resume).
     Under data parallelism every rank calls this with the same arguments (``device`` = its own).
+    ``online_probes`` (rank 0; benchmark/probes/online.py) runs before the first step and every
+    ``train.online_probe_every`` steps; its metrics join that step's log line.
     """
     tc = cfg.train
     env = distributed.current()
@@ -361,9 +368,11 @@ def train(cfg: RunConfig, method: Method, dataset: SequenceDataset, run_dir: Pat
     diverged: dict | None = None
     t_start, step_start = time.perf_counter(), step
 
+    probe_seconds = 0.0  # spent in the online probes: not training time
+
     def timing_now() -> dict:
         return {"steps": timing["steps"] + step - step_start,
-                "seconds": timing["seconds"] + time.perf_counter() - t_start}
+                "seconds": timing["seconds"] + time.perf_counter() - t_start - probe_seconds}
 
     def save() -> bool:  # a collective: every rank calls it, rank 0 writes; False: state not finite
         nonlocal saved_at, diverged
@@ -381,6 +390,26 @@ def train(cfg: RunConfig, method: Method, dataset: SequenceDataset, run_dir: Pat
         return True
 
     log_file = (run_dir / LOG).open("a") if env.is_main else None
+
+    def write_log(line: dict) -> None:
+        try:
+            log_file.write(json.dumps(line) + "\n")
+            log_file.flush()
+        except OSError as e:
+            if is_disk_full(e):
+                raise disk_full_error(run_dir / LOG, "training log", e) from None
+            raise
+
+    def probe_online() -> dict[str, float]:  # its time is left out of images/s
+        nonlocal probe_seconds
+        t = time.perf_counter()
+        metrics = online_probes()
+        probe_seconds += time.perf_counter() - t
+        return metrics
+
+    every = tc.online_probe_every if online_probes is not None and env.is_main else 0
+    if every and step == 0 and log_file is not None:  # the random-init reference of the online curves
+        write_log({"step": 0, "epoch": 0, **probe_online()})
     bar = tqdm(total=total, initial=step, desc=f"train {cfg.method}", unit="step",
                disable=not (tc.progress and env.is_main))
     interrupted = False
@@ -426,20 +455,20 @@ def train(cfg: RunConfig, method: Method, dataset: SequenceDataset, run_dir: Pat
                 step += 1
                 method.on_step_end(step, total)
                 bar.update(1)
-                if step % tc.log_every == 0 or step == total:
-                    if log_file is not None:
-                        now_t = time.perf_counter()
-                        ips = (step - step_window) * tc.batch_size * views_per_sample / max(now_t - t_window, 1e-9)
-                        t_window, step_window = now_t, step
+                online = every and (step % every == 0 or step == total)
+                if log_file is not None and (step % tc.log_every == 0 or step == total or online):
+                    now_t = time.perf_counter()
+                    ips = (step - step_window) * tc.batch_size * views_per_sample / max(now_t - t_window, 1e-9)
+                    line = {"step": step, "epoch": epoch, "loss": last_loss, "lr": lr, "img_per_s": round(ips, 1),
+                            **out.logs}
+                    if online:
+                        line.update(probe_online())
+                        bar.set_postfix({k.removeprefix("online_"): v for k, v in line.items()
+                                         if k.startswith("online_")} | {"loss": f"{last_loss:.4f}"})
+                    else:
                         bar.set_postfix(loss=f"{last_loss:.4f}", img_s=f"{ips:.0f}")
-                        try:
-                            log_file.write(json.dumps({"step": step, "epoch": epoch, "loss": last_loss, "lr": lr,
-                                                       "img_per_s": round(ips, 1), **out.logs}) + "\n")
-                            log_file.flush()
-                        except OSError as e:
-                            if is_disk_full(e):
-                                raise disk_full_error(run_dir / LOG, "training log", e) from None
-                            raise
+                    t_window, step_window = time.perf_counter(), step  # images/s leaves the probes out
+                    write_log(line)
                 if step % tc.checkpoint_every == 0 or step == total:
                     save()
         if saved_at != step and (diverged is None or diverged["what"] == "loss"):

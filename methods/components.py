@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import math
+from typing import Literal
 
 import torch
 import torchvision
@@ -17,19 +18,66 @@ from torch import Tensor, nn
 
 RESNET18_DIM = 512
 
+# ``model.backbone`` of every method: name -> output width. "resnet18" is the paper's backbone; the narrow
+# ResNet-18s keep its topology (BasicBlock, [2, 2, 2, 2], same strides) with widths (w, 2w, 4w, 8w), sized
+# for CPU runs; resnet50 (2048-d, Bottleneck) is for GPU users.
+BackboneName = Literal["resnet18", "resnet18-w32", "resnet18-w16", "resnet50"]
+BACKBONE_DIMS: dict[str, int] = {"resnet18": 512, "resnet18-w32": 256, "resnet18-w16": 128, "resnet50": 2048}
+_NARROW_WIDTH = {"resnet18-w32": 32, "resnet18-w16": 16}
 
-def resnet18_backbone(small_images: bool = False) -> nn.Module:
-    """torchvision ResNet-18, fc removed (output 512-d), ``zero_init_residual=True`` as in seq-JEPA.
 
-    ``small_images`` swaps in the CIFAR stem (3x3/1 conv1, no max-pool) that seq-JEPA's
-    ``--cifar-resnet`` uses for 32-96 px inputs.
+def backbone_dim(name: str) -> int:
+    """Output width of backbone ``name`` (a :data:`BACKBONE_DIMS` key)."""
+    if name not in BACKBONE_DIMS:
+        raise ValueError(f"unknown backbone {name!r}; valid backbones: {', '.join(BACKBONE_DIMS)}")
+    return BACKBONE_DIMS[name]
+
+
+def build_backbone(name: str = "resnet18", small_images: bool = False, zero_init_residual: bool = True) -> nn.Module:
+    """A torchvision ResNet without its fc layer: images (B, C, H, W) -> (B, backbone_dim(name)).
+
+    ``zero_init_residual=True`` as seq-JEPA's encoder (the last BN of every residual block starts at 0).
+    ``small_images`` swaps in the CIFAR stem (3x3/1 conv1, no max-pool) that seq-JEPA's ``--cifar-resnet``
+    uses for 32-96 px inputs.
     """
-    net = torchvision.models.resnet18(weights=None, zero_init_residual=True)
+    dim = backbone_dim(name)
+    if name == "resnet50":
+        net = torchvision.models.resnet50(weights=None, zero_init_residual=zero_init_residual)
+    else:
+        net = torchvision.models.resnet18(weights=None, zero_init_residual=zero_init_residual)
+        if name in _NARROW_WIDTH:
+            _narrow(net, _NARROW_WIDTH[name], zero_init_residual)
     net.fc = nn.Identity()
     if small_images:
-        net.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
+        net.conv1 = nn.Conv2d(3, net.conv1.out_channels, kernel_size=3, stride=1, padding=1, bias=False)
         net.maxpool = nn.Identity()
+    net.out_dim = dim  # type: ignore[assignment]
     return net
+
+
+def _narrow(net: torchvision.models.ResNet, width: int, zero_init_residual: bool) -> None:
+    """Rebuild a torchvision ResNet-18 in place with stage widths (w, 2w, 4w, 8w), initialised as torchvision."""
+    block = torchvision.models.resnet.BasicBlock
+    net.inplanes = width
+    net.conv1 = nn.Conv2d(3, width, kernel_size=7, stride=2, padding=3, bias=False)
+    net.bn1 = nn.BatchNorm2d(width)
+    for i, stage in enumerate(("layer1", "layer2", "layer3", "layer4")):
+        setattr(net, stage, net._make_layer(block, width * 2**i, 2, stride=1 if i == 0 else 2))
+    for m in net.modules():  # torchvision ResNet.__init__'s initialisation
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.constant_(m.weight, 1)
+            nn.init.constant_(m.bias, 0)
+    if zero_init_residual:
+        for m in net.modules():
+            if isinstance(m, block):
+                nn.init.constant_(m.bn2.weight, 0)
+
+
+def resnet18_backbone(small_images: bool = False) -> nn.Module:
+    """The paper's backbone: ``build_backbone("resnet18", small_images)`` (512-d)."""
+    return build_backbone("resnet18", small_images)
 
 
 def encode_views(encoder: nn.Module, views: Tensor) -> Tensor:

@@ -23,9 +23,10 @@ import torch
 from torch import Tensor
 
 from methods.components import (
-    RESNET18_DIM,
     ActionEmbedding,
+    BackboneName,
     SequenceAggregator,
+    build_backbone,
     check_actions,
     cosine_loss,
     ema_tau,
@@ -33,7 +34,6 @@ from methods.components import (
     encode_views,
     make_target,
     mlp,
-    resnet18_backbone,
 )
 from methods.contract import Batch, DataSpec, Method, Representation, StepOutput
 
@@ -47,6 +47,7 @@ class SeqJEPAConfig:
     dropout: float = 0.1  # PyTorch default, kept by upstream
     pred_hidden: int = 1024  # --pred-hidden 1024 (<= 0: a single Linear + BN)
     ema_decay: float = 0.996  # base of the cosine EMA schedule 0.996 -> 1
+    backbone: BackboneName = "resnet18"  # the paper's ResNet-18 (512-d); narrower ones for CPU runs
 
 
 class SeqJEPA(Method):
@@ -60,29 +61,30 @@ class SeqJEPA(Method):
         self.uses_actions = cfg.act_cond
         if cfg.act_cond and spec.action_dim <= 0:
             raise ValueError("seqjepa with act_cond=true needs a dataset with actions (action_dim > 0)")
-        self.encoder = resnet18_backbone(spec.small_images)
+        self.encoder = build_backbone(cfg.backbone, spec.small_images)
+        self.dim: int = self.encoder.out_dim
         self.target_encoder = make_target(self.encoder)
         emb = cfg.action_emb_dim if cfg.act_cond else 0
-        self.width = RESNET18_DIM + emb
+        self.width = self.dim + emb
         self.action_emb = ActionEmbedding(spec.action_dim, emb) if cfg.act_cond else None
         self.aggregator = SequenceAggregator(self.width, cfg.layers, cfg.heads, dropout=cfg.dropout)
         pred_in = self.width + emb
         if cfg.pred_hidden > 0:
-            self.predictor = mlp([pred_in, cfg.pred_hidden, RESNET18_DIM])
+            self.predictor = mlp([pred_in, cfg.pred_hidden, self.dim])
         else:
-            self.predictor = mlp([pred_in, RESNET18_DIM], last_bn=True, bias_last=False)
+            self.predictor = mlp([pred_in, self.dim], last_bn=True, bias_last=False)
 
     def views_needed(self, seq_len: int) -> int:
         return seq_len + 1  # M observations + 1 target
 
     def representations(self) -> list[Representation]:
         return [
-            Representation("encoder", RESNET18_DIM, "view", "equivariant"),
+            Representation("encoder", self.dim, "view", "equivariant"),
             Representation("aggregate", self.width, "sequence", "invariant"),
         ]
 
     def _aggregate(self, z_obs: Tensor, actions: Tensor | None) -> Tensor:
-        """Tokens from (B, M, 512) encodings and (B, M, A) actions (the M-th is zeroed) -> z_AGG."""
+        """Tokens from (B, M, D) encodings and (B, M, A) actions (the M-th is zeroed) -> z_AGG."""
         if self.action_emb is None:
             return self.aggregator(z_obs)
         b, m = z_obs.shape[:2]
@@ -109,7 +111,12 @@ class SeqJEPA(Method):
             z_agg = torch.cat([z_agg, self.action_emb(actions[:, m - 1])], dim=-1)
         pred = self.predictor(z_agg)
         loss = cosine_loss(pred, z_target)
-        return StepOutput(loss, {"loss": float(loss.detach())})
+        # The loss of a predictor that ignores its input and always says the batch-mean target: a loss that
+        # stays at this level means the predictions carry no view-specific information (yet).
+        with torch.no_grad():
+            baseline = cosine_loss(z_target.mean(0, keepdim=True).expand_as(z_target), z_target)
+        logged, base = torch.stack([loss.detach(), baseline]).tolist()  # one host sync for both
+        return StepOutput(loss, {"loss": logged, "baseline_loss": base})
 
     @torch.no_grad()
     def encode(self, views: Tensor, actions: Tensor | None = None) -> dict[str, Tensor]:

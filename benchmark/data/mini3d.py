@@ -16,9 +16,11 @@ temporary folder and renamed when complete, so an interrupted generation is neve
 from __future__ import annotations
 
 import colorsys
+import contextlib
 import hashlib
 import json
 import math
+import multiprocessing
 import os
 import shutil
 from pathlib import Path
@@ -204,12 +206,16 @@ def render_views(prims: list[tuple], albedo: torch.Tensor, latents: np.ndarray, 
     return (img.clamp(0, 1) * 255).round().to(torch.uint8).reshape(v, res, res, 3).numpy()
 
 
-def sample_latents(rng: np.random.Generator, n: int) -> np.ndarray:
-    """(n, 7) latents with 3DIEBench's ranges (C.1)."""
-    return np.stack([
-        *(rng.uniform(-math.pi / 2, math.pi / 2, n) for _ in range(3)),
-        rng.uniform(0, 1, n), rng.uniform(0, math.pi / 4, n), rng.uniform(0, 2 * math.pi, n), rng.uniform(0, 1, n),
-    ], axis=1)
+def sample_latents(rng: np.random.Generator, n: int, variant: str = "3diebench") -> np.ndarray:
+    """(n, 7) latents with 3DIEBench's ranges (C.1): Euler xyz, floor hue, spot theta, phi, hue.
+
+    ``variant="pose-only"`` draws the floor hue and the spot light once for all n views (the object's scene),
+    so that only the rotation changes between views.
+    """
+    euler = [rng.uniform(-math.pi / 2, math.pi / 2, n) for _ in range(3)]
+    k = 1 if variant == "pose-only" else n
+    scene = [rng.uniform(0, 1, k), rng.uniform(0, math.pi / 4, k), rng.uniform(0, 2 * math.pi, k), rng.uniform(0, 1, k)]
+    return np.stack([*euler, *(np.broadcast_to(s, (n,)) for s in scene)], axis=1)
 
 
 def cache_key(cfg: MiniConfig) -> str:
@@ -221,8 +227,48 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("SEQBENCH_CACHE", Path.home() / ".cache" / "seqbench"))
 
 
-def generate(cfg: MiniConfig, cache_dir: Path | None = None, progress: bool = True) -> Path:
-    """Render the mini dataset once (cached by its settings) and return its root folder."""
+def render_workers(objects: int) -> int:
+    """Worker processes for a render of ``objects`` objects: one per available core, none for tiny renders
+    (starting a process costs about as much as rendering ten small objects)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return 0 if objects < 32 else min(cores, 8)
+
+
+@contextlib.contextmanager
+def _one_thread():
+    """Render single-threaded: the renderer runs thousands of small ops, and with several threads each one
+    is a parallel region whose threads spin-wait for each other; on cores shared with another process the
+    render then slowed 15x (3 -> 0.2 objects/s). One thread per process is also bit-reproducible."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _render_object(job: tuple[MiniConfig, Path, int, int]) -> None:
+    """Render object ``i`` of class ``c`` into ``folder``/<synset>/<object>/ (seeded by (seed, c, i))."""
+    cfg, folder, c, i = job
+    rng = np.random.default_rng([cfg.seed, c, i])
+    prims = _shape(c, rng)
+    albedo = part_colours(rng)
+    lat = sample_latents(rng, cfg.views, cfg.variant)
+    with _one_thread():
+        imgs = render_views(prims, albedo, lat, cfg.resolution)
+    d = folder / f"{SYNSET_BASE + c:08d}" / f"{CLASS_NAMES[c]}{i:04d}"
+    d.mkdir(parents=True)
+    for k in range(cfg.views):
+        Image.fromarray(imgs[k]).save(d / f"image_{k}.jpg", quality=95)
+        np.save(d / f"latent_{k}.npy", lat[k].astype(np.float32))
+
+
+def generate(cfg: MiniConfig, cache_dir: Path | None = None, progress: bool = True, workers: int | None = None) -> Path:
+    """Render the mini dataset once (cached by its settings) and return its root folder.
+
+    ``workers`` single-threaded render processes (None: :func:`render_workers`; 0: in this process). The
+    tree is the same byte for byte whatever the number of workers.
+    """
     if not 1 <= cfg.classes <= len(CLASS_NAMES):
         raise ConfigError(f"data.mini.classes must be 1..{len(CLASS_NAMES)}, got {cfg.classes}")
     if cfg.objects_per_class < 2 or cfg.views < 2 or cfg.resolution < 8:
@@ -234,26 +280,23 @@ def generate(cfg: MiniConfig, cache_dir: Path | None = None, progress: bool = Tr
     tmp = root.parent.with_name(root.parent.name + f".tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     (tmp / "3DIEBench").mkdir(parents=True)
-    splits: dict[str, list] = {"train": [], "val": []}
-    total = cfg.classes * cfg.objects_per_class
     n_val = max(1, cfg.objects_per_class // 5)
-    with tqdm(total=total, desc="rendering 3diebench-mini", unit="obj", disable=not progress) as bar:
-        for c in range(cfg.classes):
-            synset = f"{SYNSET_BASE + c:08d}"
-            for i in range(cfg.objects_per_class):
-                rng = np.random.default_rng([cfg.seed, c, i])
-                obj = f"{CLASS_NAMES[c]}{i:04d}"
-                prims = _shape(c, rng)
-                albedo = part_colours(rng)
-                lat = sample_latents(rng, cfg.views)
-                imgs = render_views(prims, albedo, lat, cfg.resolution)
-                d = tmp / "3DIEBench" / synset / obj
-                d.mkdir(parents=True)
-                for k in range(cfg.views):
-                    Image.fromarray(imgs[k]).save(d / f"image_{k}.jpg", quality=95)
-                    np.save(d / f"latent_{k}.npy", lat[k].astype(np.float32))
-                splits["val" if i < n_val else "train"].append((f"/{synset}/{obj}/", c))
+    jobs = [(cfg, tmp / "3DIEBench", c, i) for c in range(cfg.classes) for i in range(cfg.objects_per_class)]
+    splits: dict[str, list] = {"train": [], "val": []}
+    for _, _, c, i in jobs:
+        splits["val" if i < n_val else "train"].append((f"/{SYNSET_BASE + c:08d}/{CLASS_NAMES[c]}{i:04d}/", c))
+    workers = render_workers(len(jobs)) if workers is None else workers
+    with tqdm(total=len(jobs), desc=f"rendering 3diebench-mini ({max(workers, 1)} process(es))", unit="obj",
+              disable=not progress) as bar:
+        if workers <= 0:
+            for job in jobs:
+                _render_object(job)
                 bar.update(1)
+        else:
+            # spawn, not fork: forking a process whose OpenMP threads have run can deadlock the child
+            with multiprocessing.get_context("spawn").Pool(workers) as pool:
+                for _ in pool.imap_unordered(_render_object, jobs, chunksize=2):
+                    bar.update(1)
     for split, items in splits.items():
         np.save(tmp / "3DIEBench" / f"{split}_images.npy", np.array([o for o, _ in items], dtype="<U43"))
         np.save(tmp / "3DIEBench" / f"{split}_labels.npy", np.array([c for _, c in items], dtype=np.int64))

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch import Tensor, nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
 from benchmark.config import ProbeConfig
@@ -56,15 +56,16 @@ def bank_size(ds: SequenceDataset, views: int) -> int:
 
 @torch.no_grad()
 def extract_bank(method: Method, ds: SequenceDataset, views: int, batch_size: int, device: torch.device,
-                 num_workers: int, desc: str, progress: bool) -> Bank:
-    """Encode ``bank_size`` distinct views of every object of ``ds`` (eval mode) -> :class:`Bank`."""
+                 num_workers: int, desc: str, progress: bool, objects: list[int] | None = None) -> Bank:
+    """Encode ``bank_size`` distinct views of every object of ``ds`` (or of ``objects``; eval mode) -> :class:`Bank`."""
     method.eval()
     k = bank_size(ds, views)
     if k < 2:
         raise ValueError(f"a view bank needs at least 2 views per object, got {k} (probe.bank_views={views})")
     view_reps = [r.name for r in method.representations() if r.kind == "view"]
-    loader = DataLoader(ds.with_views(k), batch_size=max(1, batch_size // k), shuffle=False,
-                        num_workers=num_workers, collate_fn=collate)
+    source = ds.with_views(k)
+    loader = DataLoader(source if objects is None else Subset(source, objects), batch_size=max(1, batch_size // k),
+                        shuffle=False, num_workers=num_workers, collate_fn=collate)
     feats: dict[str, list[Tensor]] = {r: [] for r in view_reps}
     latents, labels = [], []
     for b in tqdm(loader, desc=desc, unit="batch", disable=not progress, leave=False):
