@@ -90,7 +90,10 @@ def atomic_write(path: str | Path, write: Callable[[IO[bytes]], Any], what: str 
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        os.fchmod(fd, default_mode())
+        try:
+            os.fchmod(fd, default_mode())
+        except OSError:  # a filesystem without modes (some network/FUSE mounts): keep what it gives
+            pass
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
@@ -146,11 +149,19 @@ def exclusive_lock(path: str | Path, what: str, wait_s: float = 0.0,
     import fcntl
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except PermissionError as e:
+        raise SeqbenchError(f"cannot create {e.filename or path.parent}: permission denied; choose a folder you "
+                            f"can write to (--out)") from None
     deadline = time.monotonic() + wait_s
     said = False
     while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)  # the umask applies
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)  # the umask applies
+        except PermissionError:
+            raise SeqbenchError(f"cannot create the lock file {path}: permission denied; choose a folder you "
+                                f"can write to (--out)") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
