@@ -430,7 +430,7 @@ def main(argv: list[str] | None = None) -> int:
         m = outcome.result["metrics"]
         keys = [k for k in ("top1", "rotation_r2", "color_r2", "indiv_rotation_r2") if k in m]
         print("  ".join(f"{k}={m[k]:.4g}" for k in keys if isinstance(m[k], int | float)))
-    if outcome.status in ("diverged", "locked", "interrupted"):
+    if outcome.status in ("diverged", "locked", "interrupted") and distributed.from_environ().is_main:
         print(f"{'error' if outcome.status != 'interrupted' else 'interrupted'}: {outcome.message}", file=sys.stderr)
     print(outcome.run_dir)
     return EXIT_CODES[outcome.status]
