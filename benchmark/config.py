@@ -33,8 +33,8 @@ class MiniConfig:
     resolution: int = 64  # rendered JPEG size in pixels (3DIEBench: 256)
     seed: int = 0  # generator seed: same settings + seed -> byte-identical tree
     # "3diebench": every view draws all of 3DIEBench's latents (rotation, floor hue, spot light);
-    # "pose-only": floor hue and spot light are drawn once per object, so only the pose changes between
-    # an object's views (benchmark/configs/pattern.yaml; docs/pattern.md says why)
+    # "pose-only": the same shapes and poses under one fixed scene and one set of part colours for all
+    # objects, so only the pose changes between views (benchmark/configs/pattern.yaml; docs/pattern.md)
     variant: Literal["3diebench", "pose-only"] = "3diebench"
 
 

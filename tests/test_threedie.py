@@ -9,7 +9,7 @@ from PIL import Image
 from scipy.spatial.transform import Rotation
 
 from benchmark.config import MiniConfig
-from benchmark.data.mini3d import generate
+from benchmark.data.mini3d import POSE_ONLY_SCENE, generate
 from benchmark.data.rotations import probe_targets, relative_actions, relative_quats
 from benchmark.data.threedie import ThreeDIEBench
 from benchmark.errors import DataError
@@ -165,7 +165,7 @@ def test_mini_render_workers_give_the_same_tree(tmp_path):
 
 
 def test_mini_pose_only_variant(tmp_path):
-    """pose-only: the floor hue and spot light are the object's, only the rotation changes between views;
+    """pose-only: one scene for every view of every object, only the rotation changes between views;
     the default keeps 3DIEBench's per-view draws. Both are separate caches in the official layout."""
     pose = generate(MiniConfig(classes=2, objects_per_class=3, views=4, resolution=16, variant="pose-only"),
                     tmp_path, progress=False)
@@ -176,5 +176,6 @@ def test_mini_pose_only_variant(tmp_path):
             lat = np.stack([np.load(obj / f"latent_{k}.npy") for k in range(4)])
             assert np.ptp(lat[:, :3], axis=0).min() > 0  # rotations always differ
             assert bool(np.ptp(lat[:, 3:], axis=0).min() > 0) is varies
+            assert varies or np.allclose(lat[0, 3:], POSE_ONLY_SCENE)
     ds = ThreeDIEBench(pose, "train", 2, 16, num_classes=2, latent_type="rotcolor")
     assert np.abs(ds[0]["actions"][:, 4:].numpy()).max() == 0  # colour actions are zero

@@ -34,7 +34,7 @@ from tqdm import tqdm
 from benchmark.config import MiniConfig, to_dict
 from benchmark.errors import ConfigError
 
-GENERATOR_VERSION = 2  # 2: three materials per object over its primitives
+GENERATOR_VERSION = 3  # 2: three materials per object over its primitives; 3: the pose-only variant
 CLASS_NAMES = ["airplane", "chair", "table", "lamp", "mug", "car", "guitar", "sofa", "bottle", "tower"]
 SYNSET_BASE = 90000000  # synset-like 8-digit folder names, clearly not ShapeNet's
 
@@ -206,16 +206,25 @@ def render_views(prims: list[tuple], albedo: torch.Tensor, latents: np.ndarray, 
     return (img.clamp(0, 1) * 255).round().to(torch.uint8).reshape(v, res, res, 3).numpy()
 
 
+# pose-only: one scene (floor hue, spot light theta, phi, hue) and one set of materials for every view of every
+# object, so the pose is the only thing that changes between views, and a part's colour shows where it points
+# the same way on every object (with random per-object colours, pose cues would be object-specific).
+POSE_ONLY_SCENE = (0.58, math.pi / 8, 5 * math.pi / 4, 0.12)  # blue-grey floor, warm light from the front left
+POSE_ONLY_MATERIALS = ((0.0, 0.65, 0.9), (0.33, 0.65, 0.8), (0.62, 0.55, 0.95))  # HSV: red, green, blue parts
+
+
 def sample_latents(rng: np.random.Generator, n: int, variant: str = "3diebench") -> np.ndarray:
     """(n, 7) latents with 3DIEBench's ranges (C.1): Euler xyz, floor hue, spot theta, phi, hue.
 
-    ``variant="pose-only"`` draws the floor hue and the spot light once for all n views (the object's scene),
-    so that only the rotation changes between views.
+    ``variant="pose-only"``: the same Euler draws, under the fixed :data:`POSE_ONLY_SCENE`.
     """
     euler = [rng.uniform(-math.pi / 2, math.pi / 2, n) for _ in range(3)]
-    k = 1 if variant == "pose-only" else n
-    scene = [rng.uniform(0, 1, k), rng.uniform(0, math.pi / 4, k), rng.uniform(0, 2 * math.pi, k), rng.uniform(0, 1, k)]
-    return np.stack([*euler, *(np.broadcast_to(s, (n,)) for s in scene)], axis=1)
+    if variant == "pose-only":
+        scene = [np.full(n, v) for v in POSE_ONLY_SCENE]
+    else:
+        scene = [rng.uniform(0, 1, n), rng.uniform(0, math.pi / 4, n), rng.uniform(0, 2 * math.pi, n),
+                 rng.uniform(0, 1, n)]
+    return np.stack([*euler, *scene], axis=1)
 
 
 def cache_key(cfg: MiniConfig) -> str:
@@ -252,7 +261,9 @@ def _render_object(job: tuple[MiniConfig, Path, int, int]) -> None:
     cfg, folder, c, i = job
     rng = np.random.default_rng([cfg.seed, c, i])
     prims = _shape(c, rng)
-    albedo = part_colours(rng)
+    albedo = part_colours(rng)  # drawn in both variants: the same seed gives the same shapes and poses
+    if cfg.variant == "pose-only":
+        albedo = torch.stack([_hsv(*m) for m in POSE_ONLY_MATERIALS])
     lat = sample_latents(rng, cfg.views, cfg.variant)
     with _one_thread():
         imgs = render_views(prims, albedo, lat, cfg.resolution)
