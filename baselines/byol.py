@@ -2,7 +2,7 @@
 
 Grill et al., "Bootstrap Your Own Latent", NeurIPS 2020, arXiv:2006.07733 (official code:
 google-deepmind/deepmind-research byol/). This adapter follows seq-JEPA's re-implementation used for
-its 3DIEBench table, ``hafezgh/seq-jepa:seq-jepa/src/models.py`` class ``BYOL`` (baselines.md D.4):
+its 3DIEBench table, ``hafezgh/seq-jepa:seq-jepa/src/models.py`` class ``BYOL`` (docs/baselines.md §4):
 
     y_i  = g(f(x_i))          f ResNet-18 (512-d, probed); g 512 -> 2048 -> 128, last BN affine=False
     p_i  = q(y_i)             q 128 -> 2048 -> 128

@@ -2,7 +2,7 @@
 
 Defined by seq-JEPA's code (no separate paper or official repository is known to us):
 ``hafezgh/seq-jepa:seq-jepa/src/models.py`` class ``BYOL_Conditional``, row "Conditional BYOL" of
-Table 1 of Ghaemi et al., arXiv:2505.03176 (baselines.md D.4). BYOL: Grill et al., arXiv:2006.07733.
+Table 1 of Ghaemi et al., arXiv:2505.03176 (docs/baselines.md §4). BYOL: Grill et al., arXiv:2006.07733.
 
     y_1   = g(f(x_1))                       f ResNet-18 (512-d, probed); g 512 -> 2048 -> 128, last BN
                                             affine=False

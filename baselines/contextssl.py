@@ -3,7 +3,7 @@
 Gupta, Wang, Wang, Jaakkola, Jegelka, "In-Context Symmetries: Self-Supervised Learning through
 Contextual World Models", NeurIPS 2024, arXiv:2405.18193. Follows ``Sharut/In-Context-Symmetries``
 (``main.py`` training loop and ``nt_xent``, ``models.py`` ``BranchNetwork``, ``gptmodel.py`` ``GPT``,
-README command), see ../shared/docs/baselines.md D.3.
+README command), see docs/baselines.md §3.
 
 A context is a sequence of (x, x+) pairs with relative actions r (x -> x+). With z = f(x) (512-d,
 projector = Identity) the transformer sees 2L tokens
@@ -178,7 +178,7 @@ class ContextTransformer(nn.Module):
 class ContextSSL(Method):
     name = "contextssl"
     Config = ContextSSLConfig
-    # seq-JEPA's baseline protocol: every probe reads the 512-d encoder output (baselines.md D.4).
+    # seq-JEPA's baseline protocol: every probe reads the 512-d encoder output (docs/baselines.md §4).
     headline = {"top1": "encoder", "rotation_r2": "encoder", "color_r2": "encoder"}
 
     def __init__(self, cfg: ContextSSLConfig, spec: DataSpec) -> None:

@@ -2,7 +2,7 @@
 
 seq-JEPA (Ghaemi et al. 2025, arXiv:2505.03176) compares PLS against a convolutional I-JEPA (Assran et al.,
 CVPR 2023, with a ResNet-18 instead of a ViT). Follows ``hafezgh/seq-jepa:seq-jepa/src/models.py`` class
-``Conv_IJEPA`` (seqjepa.md A.4, last bullet):
+``Conv_IJEPA`` (docs/protocol.md §4, Conv-IJEPA):
 
     z_i  = f(x_i)                 i = 1..M observations (ResNet-18, 512-d; the probed representation)
     y_i  = g(z_i)                 projector 512 -> 2048 -> 128, BN (affine=False) on the output

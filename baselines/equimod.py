@@ -3,7 +3,7 @@
 Devillers & Lefort, "EquiMod: An Equivariance Module to Improve Visual Instance Discrimination",
 ICLR 2023, arXiv:2211.01244. Follows ``hafezgh/seq-jepa:seq-jepa/src/models.py`` class
 ``SimCLREquiMod`` (itself based on ``ADevillers/EquiMod@SimCLR+EquiMod:src/model.py``), see
-../shared/docs/baselines.md D.2. Two views x, y of one object with relative action a (x -> y):
+docs/baselines.md §2. Two views x, y of one object with relative action a (x -> y):
 
     h_x, h_y = f(x), f(y)                                 (ResNet-18, 512-d; the probed representation)
     z_x, z_y = g_inv(h_x), g_inv(h_y)                     (512 -> 1024 -> 1024 -> 128, last BN affine=False)
@@ -61,7 +61,7 @@ def equimod_loss(z_x: Tensor, z_y: Tensor, pred_y: Tensor, e_y: Tensor, temperat
 class EquiMod(Method):
     name = "equimod"
     Config = EquiModConfig
-    # seq-JEPA's baseline protocol: every probe reads the 512-d encoder output (baselines.md D.4).
+    # seq-JEPA's baseline protocol: every probe reads the 512-d encoder output (docs/baselines.md §4).
     headline = {"top1": "encoder", "rotation_r2": "encoder", "color_r2": "encoder"}
 
     def __init__(self, cfg: EquiModConfig, spec: DataSpec) -> None:

@@ -2,7 +2,7 @@
 
 Park, Biza, Zhao, van de Meent, Walters, "Learning Symmetric Embeddings for Equivariant World Models",
 ICML 2022, arXiv:2204.11371. seq-JEPA's 3DIEBench table uses its own re-implementation
-``hafezgh/seq-jepa:seq-jepa/src/models.py`` class ``SEN_Contrastive`` (../shared/docs/baselines.md D.4),
+``hafezgh/seq-jepa:seq-jepa/src/models.py`` class ``SEN_Contrastive`` (docs/baselines.md §4),
 which this file follows. Two views x, y of one object with relative action a (x -> y):
 
     h_x, h_y = f(x), f(y)                   (ResNet-18, 512-d; the probed representation)
@@ -49,7 +49,7 @@ def sen_loss(pred_y: Tensor, e_y: Tensor, temperature: float) -> Tensor:
 class SEN(Method):
     name = "sen"
     Config = SENConfig
-    # seq-JEPA's baseline protocol: every probe reads the 512-d encoder output (baselines.md D.4).
+    # seq-JEPA's baseline protocol: every probe reads the 512-d encoder output (docs/baselines.md §4).
     headline = {"top1": "encoder", "rotation_r2": "encoder", "color_r2": "encoder"}
 
     def __init__(self, cfg: SENConfig, spec: DataSpec) -> None:

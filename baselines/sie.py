@@ -3,7 +3,7 @@
 Garrido, Najman, LeCun, "Self-supervised learning of Split Invariant Equivariant representations",
 ICML 2023, arXiv:2302.10283. Follows ``facebookresearch/SIE:src/models.py`` class ``SIE`` with
 ``src/hypernetwork.py`` (``--hypernetwork linear``), the architecture that seq-JEPA's re-implementation
-(``hafezgh/seq-jepa:seq-jepa/src/models.py`` class ``SIE``) copies; see ../shared/docs/baselines.md D.1.
+(``hafezgh/seq-jepa:seq-jepa/src/models.py`` class ``SIE``) copies; see docs/baselines.md §1.
 Two views x, y of one object with relative action a (x -> y):
 
     h = f(x) (B, 512);  h_inv = h[:, :256],  h_equi = h[:, 256:]        (same split for y)
@@ -42,7 +42,7 @@ class SIEConfig:
     Alternative, not default: the official 3DIEBench command (``facebookresearch/SIE:README.md``) uses
     ``--sim-coeff 10 --std-coeff 10 --cov-coeff 1 --equi-factor 0.45`` (i.e. sim_coeff=10,
     std_coeff=10, equi_factor=0.45), batch 1024, Adam 1e-3, 256 px. Which coefficients seq-JEPA's
-    paper actually used is uncertain (baselines.md D.1). Not implemented: the ``mlp`` predictor type,
+    paper actually used is uncertain (docs/baselines.md §1). Not implemented: the ``mlp`` predictor type,
     the ``deep`` hypernetwork, and the SIENoVar / SIEOnlyEqui variants.
     """
 

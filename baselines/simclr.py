@@ -3,7 +3,7 @@
 Chen, Kornblith, Norouzi, Hinton, "A Simple Framework for Contrastive Learning of Visual
 Representations", ICML 2020, arXiv:2002.05709 (official code: google-research/simclr).
 This adapter follows seq-JEPA's re-implementation used for its 3DIEBench table,
-``hafezgh/seq-jepa:seq-jepa/src/models.py`` class ``SimCLR`` (../shared/docs/baselines.md D.4):
+``hafezgh/seq-jepa:seq-jepa/src/models.py`` class ``SimCLR`` (docs/baselines.md §4):
 
     h_i = f(x_i)                       ResNet-18, 512-d (probed)          x_1, x_2 = views 0, 1
     z_i = g(h_i)                       512 -> 2048 -> 2048 -> 2048, BN, last BN affine=False

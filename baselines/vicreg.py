@@ -3,7 +3,7 @@
 Bardes, Ponce, LeCun, "VICReg: Variance-Invariance-Covariance Regularization for Self-Supervised
 Learning", ICLR 2022, arXiv:2105.04906; official code ``facebookresearch/vicreg:main_vicreg.py``.
 This adapter follows seq-JEPA's re-implementation used for its 3DIEBench table,
-``hafezgh/seq-jepa:seq-jepa/src/models.py`` class ``VICReg`` (baselines.md D.4):
+``hafezgh/seq-jepa:seq-jepa/src/models.py`` class ``VICReg`` (docs/baselines.md §4):
 
     y_i  = g(f(x_i))     f ResNet-18 (512-d, probed); g 512 -> 2048 -> 2048 -> 2048 (Linear+bias, BN,
                          ReLU; last Linear without bias), the "Projector" of main_vicreg.py

@@ -3,7 +3,7 @@
 Wang, Chen, Yu, "Pose-Aware Self-Supervised Learning with Viewpoint Trajectory Regularization",
 ECCV 2024, arXiv:2403.14973 (code announced at pwang.pw/trajSSL, not read: not in our index).
 This adapter follows seq-JEPA's re-implementation used for its 3DIEBench comparison,
-``hafezgh/seq-jepa:seq-jepa/src/models.py`` class ``VICReg_Traj`` (baselines.md D.4):
+``hafezgh/seq-jepa:seq-jepa/src/models.py`` class ``VICReg_Traj`` (docs/baselines.md §4):
 
     y_l, y_c, y_r = g(f(x_0)), g(f(x_1)), g(f(x_2))     one batched pass over the 3 views
                                                          (f ResNet-18, 512-d, probed; g as VICReg)

@@ -40,7 +40,7 @@ class MiniConfig:
 
 @dataclass(frozen=True)
 class AugConfig:
-    """Augmentation sequences of cifar100 / tinyimagenet / stl10 (benchmark/data/augment.py, seqjepa.md A.4)."""
+    """Augmentation sequences of cifar100 / tinyimagenet / stl10 (benchmark/data/augment.py, docs/protocol.md §4)."""
 
     condition: Literal["aug", "crop", "jitter", "blur"] = "aug"  # action = crop+jitter+blur (9) / crop (4) / ...
     blur: bool = True  # false = upstream --no-blur: no Gaussian blur, 8-d "aug" action
@@ -51,7 +51,7 @@ class AugConfig:
 
 @dataclass(frozen=True)
 class SaccadeConfig:
-    """Predictive learning across saccades, stl10-saccades (benchmark/data/saccades.py, seqjepa.md A.4)."""
+    """Predictive learning across saccades, stl10-saccades (benchmark/data/saccades.py, docs/protocol.md §4)."""
 
     # precomputed = saliency_{unlabeled,train,test}.npy (the paper's DeepGaze IIE maps); the others need no weights
     saliency: Literal["precomputed", "spectral", "centre-surround", "uniform"] = "precomputed"

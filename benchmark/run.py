@@ -36,13 +36,11 @@ import types
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
 import yaml
 
-from benchmark import distributed, fastpath
 from benchmark.config import RunConfig, config_diff, layered_overrides, run_dir, semantic, to_dict
-from benchmark.data.base import SequenceDataset
 from benchmark.errors import SeqbenchError, user_message
 from benchmark.fileio import (
     DiskFull,
@@ -53,12 +51,17 @@ from benchmark.fileio import (
     file_digest,
     is_disk_full,
 )
-from benchmark.probes.evaluate import evaluate
-from benchmark.probes.online import OnlineProbes
 from benchmark.registry import DATASETS, METHODS, build_method, dataset_entry, resolve
-from benchmark.results import RESULT_FILE, check_result, now, provenance, read_result, write_result
-from benchmark.train import CHECKPOINT, LOG, check_probe_features, train
 
+if TYPE_CHECKING:
+    import torch
+
+    from benchmark import distributed
+    from benchmark.data.base import SequenceDataset
+
+# torch and everything that imports it are imported inside the functions that train, so that
+# `--help` and errors in the command line answer at once (tests/test_cli_startup.py checks it).
+# benchmark.fileio (atomic writes, locks) imports no torch.
 CONFIG_FILE = "config.yaml"
 LOCK_FILE = ".lock"  # held (fcntl.flock) by the process running the run; says "host, pid"
 INVALID_SUFFIX = ".invalid"  # an unreadable result.json is kept as result.json.invalid when the run re-runs
@@ -152,6 +155,8 @@ def _reason(stop_requested: Callable[[], bool] | None) -> str:
 
 # ---------------------------------------------------------------------------------------- run
 def pick_device(name: str) -> torch.device:
+    from benchmark import distributed
+
     return distributed.device_for(name, distributed.DistEnv())
 
 
@@ -164,6 +169,9 @@ def run_one(cfg: RunConfig, force: bool = False, stop_requested: Callable[[], bo
     data setup and the probes at once. ``lock_wait_s``: how long to wait for the run-directory lock
     if another process holds it (status "locked" after that).
     """
+    from benchmark import distributed
+    from benchmark.results import RESULT_FILE, check_result
+
     out = run_dir(cfg)
     if not force:
         record, why = check_result(out)
@@ -236,6 +244,9 @@ def _finished(cfg: RunConfig, out: Path, record: dict, log: Callable[[str], None
 
 def _prepare(cfg: RunConfig, out: Path, force: bool, log: Callable[[str], None]) -> RunOutcome | None:
     """Rank 0, under the lock: re-check "done", clear a forced run, keep a bad result, write config.yaml."""
+    from benchmark.results import RESULT_FILE, check_result
+    from benchmark.train import CHECKPOINT, LOG
+
     record, why = check_result(out)
     if record is not None and not force:
         return RunOutcome(out, "skipped", record, "finished by another process meanwhile")
@@ -275,6 +286,10 @@ def _check_config_file(path: Path, cfg: RunConfig, force: bool, log: Callable[[s
 
 def _run(cfg: RunConfig, out: Path, env: distributed.DistEnv, device: torch.device, force: bool,
          stop_requested: Callable[[], bool] | None, log: Callable[[str], None], lock_wait_s: float) -> RunOutcome:
+    import torch
+
+    from benchmark import distributed
+
     if not env.is_main:
         log = lambda msg: None  # rank 0 speaks for the run
     torch.manual_seed(cfg.seed)
@@ -307,10 +322,20 @@ def _run(cfg: RunConfig, out: Path, env: distributed.DistEnv, device: torch.devi
 
 def _train_and_probe(cfg, out, env, device, stop_requested, log, method, train_ds, probe_train, probe_val,
                      digests) -> RunOutcome:
+    from benchmark import fastpath
+    from benchmark.data.base import available_cpus, loader_workers
+    from benchmark.probes.evaluate import evaluate
+    from benchmark.probes.online import OnlineProbes
+    from benchmark.results import now, provenance, read_result, write_result
+    from benchmark.train import check_probe_features, train
+
     start, t0 = now(), time.perf_counter()
     log(f"run directory: {out}")
+    workers = loader_workers(cfg.data.num_workers)
+    log(f"DataLoader workers: {workers} (data.num_workers={cfg.data.num_workers}, {available_cpus()} CPU cores "
+        f"available to this process)")
     extra = {"dataset_note": train_ds.label_note or None, "amp_bf16": cfg.train.amp and device.type == "cuda",
-             "data_digests": digests, **fastpath.provenance(cfg, device)}
+             "dataloader_workers": workers, "data_digests": digests, **fastpath.provenance(cfg, device)}
     if cfg.train.epochs > 0:
         online = (OnlineProbes(method, cfg, probe_train, probe_val, device)
                   if cfg.train.online_probe_every and env.is_main else None)
@@ -351,6 +376,8 @@ def _train_and_probe(cfg, out, env, device, stop_requested, log, method, train_d
 
 
 def _diverged(cfg, out, env, device, start, t0, div: dict, extra: dict, log) -> RunOutcome:
+    from benchmark.results import RESULT_FILE, provenance, read_result, write_result
+
     kept = ("the checkpoint keeps the last finite step" if div["what"] != "probe features" else
             "the checkpoint holds the final (finite but useless) weights")
     msg = (f"{cfg.method} diverged at step {div['step']} ({div['what']}: {div['detail']}). result.json records "
@@ -430,6 +457,8 @@ def main(argv: list[str] | None = None) -> int:
         m = outcome.result["metrics"]
         keys = [k for k in ("top1", "rotation_r2", "color_r2", "indiv_rotation_r2") if k in m]
         print("  ".join(f"{k}={m[k]:.4g}" for k in keys if isinstance(m[k], int | float)))
+    from benchmark import distributed
+
     if outcome.status in ("diverged", "locked", "interrupted") and distributed.from_environ().is_main:
         print(f"{'error' if outcome.status != 'interrupted' else 'interrupted'}: {outcome.message}", file=sys.stderr)
     print(outcome.run_dir)

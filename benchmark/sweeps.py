@@ -202,7 +202,7 @@ PAIR_BASELINES = ("simclr", "byol", "vicreg", "sen", "equimod", "sie", "cond-byo
 # The transformer-augmented controls (baselines/tx.py): seq_len = observations per sequence.
 TX_BASELINES = ("simclr+tx", "byol+tx", "vicreg+tx")
 TABLE1_EVAL_LENS = [1, 3, 5]  # Table 1 reports seq-JEPA at M_val 1, 3 (M_tr=1) and 3, 5 (M_tr=3)
-HEATMAP_TRAIN_LENS = [1, 2, 3, 4, 5]  # 3db_rotation_heatmap.pdf columns (../shared/docs/paper-results.md B.2)
+HEATMAP_TRAIN_LENS = [1, 2, 3, 4, 5]  # 3db_rotation_heatmap.pdf columns (benchmark/paper_results.yaml)
 HEATMAP_EVAL_LENS = list(range(1, 9))  # its rows: M_val = 1..8, probed from each run (no retraining)
 
 # Settings of the embedded tiny dataset used by tests and CI: seconds per run on one CPU core.
@@ -251,8 +251,29 @@ def _smoke() -> Sweep:
                  "cluster)", tuple(runs))
 
 
-SWEEPS: dict[str, Sweep] = {s.name: s for s in (_paper_3diebench(), _seqlen_ablation(), _action_ablation(),
-                                                 _smoke())}
+# The invariance/equivariance pattern study (docs/pattern.md): each method at one shared regime given by a
+# config file, seq-JEPA also without actions and at random initialisation (the reference of its gains).
+PATTERN_METHODS = ("seqjepa", "simclr", "byol", "vicreg", "sie", "equimod", "sen", "cond-byol", "contextssl")
+CONFIGS = Path(__file__).resolve().parent / "configs"
+
+
+def _pattern(name: str, config: str, description: str) -> Sweep:
+    regime = flatten(load_yaml(CONFIGS / config))
+    runs = product(replicates(2), fixed(regime), chain(
+        axis("method", PATTERN_METHODS),
+        fixed({"method": "seqjepa", "model.act_cond": False}),
+        fixed({"method": "seqjepa", "train.epochs": 0}),
+    ))
+    return Sweep(name, description, tuple(runs))
+
+
+SWEEPS: dict[str, Sweep] = {s.name: s for s in (
+    _paper_3diebench(), _seqlen_ablation(), _action_ablation(), _smoke(),
+    _pattern("pattern", "pattern.yaml", "the invariance/equivariance pattern on 2 CPU cores: 9 methods, seq-JEPA "
+             "without actions and at random init, 2 seeds, on the pose-only 3diebench-mini (docs/pattern.md)"),
+    _pattern("pattern-gpu", "pattern-gpu.yaml", "the pattern study at the paper's backbone and resolution, sized "
+             "for one GPU in under an hour (docs/pattern.md)"),
+)}
 
 
 def load(name_or_path: str) -> Sweep:

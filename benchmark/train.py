@@ -46,7 +46,7 @@ from tqdm import tqdm
 
 from benchmark import distributed
 from benchmark.config import RunConfig, config_diff, semantic, to_dict
-from benchmark.data.base import SequenceDataset, collate, to_batch
+from benchmark.data.base import SequenceDataset, collate, loader_workers, to_batch
 from benchmark.errors import SeqbenchError
 from benchmark.fastpath import FastPaths, keep_host_memory
 from benchmark.fileio import atomic_torch_save, atomic_write_text, disk_full_error, is_disk_full
@@ -57,7 +57,7 @@ from methods.contract import Method
 CHECKPOINT = "checkpoint.pt"
 LOG = "log.jsonl"
 CHECKPOINT_KEYS = ("model", "optimizer", "step", "config")  # and "rng" (or the older "rng_cpu")
-PRESETS = {  # README "Protocol decisions", 3
+PRESETS = {  # docs/protocol.md, Decision 3
     "paper": {"optimizer": "adamw", "lr": 4e-4, "weight_decay": 1e-3, "cosine": True},
     # What hafezgh/seq-jepa main_transformed_views.py runs in training: Adam(lr=1e-3, wd=0) (line 237; the
     # AdamW branch is only built for evaluation), but every epoch its warm-up code sets the lr to --lr 4e-4
@@ -355,7 +355,8 @@ def train(cfg: RunConfig, method: Method, dataset: SequenceDataset, run_dir: Pat
     fast.optimizer(opt)
     step_fn = fast.compile_step(distributed.wrap(method, device))
     sampler = EpochSampler(n, tc.batch_size, cfg.seed, env.rank, env.world_size)
-    loader = DataLoader(dataset, batch_size=local_batch, sampler=sampler, num_workers=cfg.data.num_workers,
+    loader = DataLoader(dataset, batch_size=local_batch, sampler=sampler,
+                        num_workers=loader_workers(cfg.data.num_workers),
                         collate_fn=collate, pin_memory=device.type == "cuda", drop_last=True,
                         persistent_workers=False, worker_init_fn=ignore_scheduler_signals,
                         # its own generator: drawing worker seeds from the global one would shift the

@@ -2,7 +2,7 @@
 
 Ghaemi, Muller, Bakhtiari, "seq-JEPA: Autoregressive Predictive Learning of Invariant-Equivariant
 World Models", NeurIPS 2025, arXiv:2505.03176. Follows ``hafezgh/seq-jepa:seq-jepa/src/models.py``
-class ``SeqJEPA_Transforms`` (see ../shared/docs/seqjepa.md, A.1):
+class ``SeqJEPA_Transforms`` (see docs/protocol.md §1):
 
     z_i   = f(x_i)                               i = 1..M   (ResNet-18, 512-d; equivariant rep.)
     tok_i = [z_i, emb(a_i)] for i < M, [z_M, 0]  (emb: Linear(A->128, no bias) + BN(affine=False))

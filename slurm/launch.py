@@ -31,11 +31,11 @@ import submitit
 
 from benchmark import sweeps
 from benchmark.config import RunConfig, from_dict, load_yaml, merge, parse_set, run_dir
-from benchmark.errors import ConfigError, SeqbenchError, user_message
+from benchmark.errors import ConfigError, DataError, SeqbenchError, user_message
 from benchmark.fileio import LockHeld, atomic_write_text, exclusive_lock
-from benchmark.results import REPO_ROOT, check_result
-from benchmark.train import CHECKPOINT, LOG
-from slurm.job import RunJob
+
+# Modules that import torch (benchmark.results, benchmark.train, slurm.job) are imported where they are
+# used, so that `--help` answers at once (benchmark.fileio imports no torch).
 
 CLUSTERS_DIR = Path(__file__).resolve().parent / "clusters"
 SUBMISSION_FILE = "submission.json"  # in the run directory: which job was last submitted for it
@@ -198,6 +198,9 @@ def run_status(directory: Path, live: dict[str, str] | None, sweep_jobs: list[st
     "submitting?" is a run whose last launch died between its marker and sbatch while jobs named after
     the sweep (``sweep_jobs``) are live: possibly queued, so not submitted again.
     """
+    from benchmark.results import check_result
+    from benchmark.train import CHECKPOINT, LOG
+
     record, invalid = check_result(directory)
     if record is not None:
         return "diverged" if record["status"] == "diverged" else "done"
@@ -251,10 +254,14 @@ def build_parser() -> argparse.ArgumentParser:
                                 epilog=f"named sweeps: {', '.join(sweeps.SWEEPS)}; cluster presets: "
                                        f"{', '.join(sorted(x.stem for x in CLUSTERS_DIR.glob('*.yaml')))}")
     p.add_argument("--sweep", required=True, help="a named sweep or a sweep YAML file")
-    p.add_argument("--dry-run", action="store_true", help="print the runs, their directories and status only")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the runs (directory, status), the resources and GPU-hours they would take, and check "
+                        "their data; submit nothing")
     p.add_argument("--only", help="run indices to consider, e.g. 0,3,5-9 (default: all)")
     p.add_argument("--executor", choices=("slurm", "local", "debug"), default="slurm",
-                   help="slurm: job array via sbatch; local: subprocesses here; debug: in this process")
+                   help="slurm: job array via sbatch; local: subprocesses here; debug: in this process, one run "
+                        "after another, and on an error it opens a pdb post-mortem prompt at the failing line "
+                        "(ipdb with PYTHONBREAKPOINT=ipdb.set_trace; q continues): for interactive debugging only")
     p.add_argument("--cluster", default="local", help="preset name in slurm/clusters/ or a YAML file (default local)")
     g = p.add_argument_group("overrides of the preset")
     g.add_argument("--partition")
@@ -288,6 +295,8 @@ class Launch:
 
 
 def run_overrides(args: argparse.Namespace) -> dict:
+    from benchmark.results import REPO_ROOT
+
     out = Path(args.out).resolve() if args.out else REPO_ROOT / "results" / "runs"
     flags: dict = {"out": str(out)}  # absolute: jobs may start in another directory
     if args.device:
@@ -311,6 +320,72 @@ def check_executor(kind: str) -> None:
                                 f"client commands are (a login node). To run here instead, use --executor local")
 
 
+# ---------------------------------------------------------------------------------------- pre-submit report
+def resources(preset: ClusterPreset, executor: str, n_jobs: int) -> list[str]:
+    """What the submission would ask for: the resource lines of the dry-run and of every launch."""
+    hours = preset.timeout_min / 60
+    if executor != "slurm":
+        at_once = 1 if executor == "debug" else preset.array_parallelism
+        return [f"resources: --executor {executor} runs {n_jobs} run(s) on this machine, {at_once} at a time "
+                f"(time limit {preset.timeout_min} min each); no SLURM resources are requested"]
+    partition = preset.partition or "(the cluster's default partition)"
+    gpus = f"{preset.gpus_per_node} GPU(s)" if preset.gpus_per_node else "no GPU"
+    extra = ", ".join(f"{k} {v}" for k, v in (("account", preset.account), ("qos", preset.qos),
+                                                ("constraint", preset.constraint)) if v)
+    lines = [f"resources: partition {partition}; per job {gpus}, {preset.tasks} task(s) x {preset.cpus_per_task} "
+             f"CPU(s), {preset.mem_gb} GB, time limit {preset.timeout_min} min ({hours:g} h)"
+             + (f"; {extra}" if extra else ""),
+             f"job array: {n_jobs} task(s), at most {preset.array_parallelism} running at once; a task that hits "
+             f"the time limit is requeued up to {preset.max_num_timeout} time(s) and resumes from its checkpoint"]
+    if preset.gpus_per_node:
+        bound = n_jobs * preset.gpus_per_node * hours
+        lines.append(f"estimated GPU-hours: at most {bound:g} for one pass ({n_jobs} job(s) x {preset.gpus_per_node} "
+                     f"GPU(s) x {hours:g} h time limit); each requeue after a time limit can add up to that again")
+    else:
+        cpu = n_jobs * preset.tasks * preset.cpus_per_task * hours
+        lines.append(f"estimated GPU-hours: 0 (no GPU requested); CPU-hours at most {cpu:g} for one pass")
+    return lines
+
+
+def check_data(cfgs: dict[int, RunConfig], todo: list[int]) -> None:
+    """Every run about to be submitted finds its data root and split files; one message for all problems.
+
+    Checked once per distinct dataset setting (``DatasetEntry.check``); generated datasets need nothing.
+    """
+    from benchmark.registry import dataset_entry
+
+    problems: dict[str, list[int]] = {}
+    seen: dict[tuple, str | None] = {}
+    for i in todo:
+        cfg = cfgs[i]
+        key = (cfg.dataset, repr(cfg.data))
+        if key not in seen:
+            seen[key] = None
+            check = dataset_entry(cfg.dataset).check
+            if check is not None:
+                try:
+                    check(cfg)
+                except DataError as e:
+                    seen[key] = f"{cfg.dataset}: {e}"
+        if seen[key]:
+            problems.setdefault(seen[key], []).append(i)
+    if problems:
+        lines = [f"run(s) {_ranges(runs)}: {msg}" for msg, runs in problems.items()]
+        raise DataError("the data of some runs is missing, so nothing was submitted:\n  " + "\n  ".join(lines))
+
+
+def _ranges(indices: list[int]) -> str:
+    """[0, 1, 2, 5] -> "0-2,5" (the --only syntax)."""
+    parts, start = [], None
+    for k, i in enumerate(indices):
+        if start is None:
+            start = i
+        if k + 1 == len(indices) or indices[k + 1] != i + 1:
+            parts.append(f"{start}-{i}" if i > start else str(i))
+            start = None
+    return ",".join(parts)
+
+
 def launch(args: argparse.Namespace, log=print) -> Launch:
     """Validate everything, print the table, submit what is not done. Raises SeqbenchError on bad input."""
     sweep = sweeps.load(args.sweep)
@@ -330,6 +405,8 @@ def launch(args: argparse.Namespace, log=print) -> Launch:
 
 
 def _launch(args, sweep, indices, cfgs, preset, overrides, log) -> Launch:
+    from slurm.job import RunJob
+
     # squeue only matters for runs with a recorded submission (nothing else can be queued): ask it then,
     # and fail closed if it does not answer.
     records = {i: _read_submission(run_dir(cfgs[i])) for i in indices}
@@ -354,6 +431,10 @@ def _launch(args, sweep, indices, cfgs, preset, overrides, log) -> Launch:
     print_table(sweep, indices, cfgs, status, log)
     todo = [i for i in indices if submittable(status[i])]
     counts = ", ".join(f"{n} {s}" for s, n in _count(status.values()).items())
+    if todo:
+        for line in resources(preset, args.executor, len(todo)):
+            log(line)
+        check_data(cfgs, todo)  # a sweep without its data fails here, not in every job on its node
     if args.dry_run:
         log(f"dry run: {counts}; {len(todo)} would be submitted")
         return result

@@ -26,3 +26,59 @@ def test_per_method_block_errors() -> None:
         resolve({"per_method": {"seqjepa": 3}})
     with pytest.raises(ConfigError, match="ema_decy"):
         resolve({"per_method": {"seqjepa": {"model": {"ema_decy": 0.9}}}})
+
+
+def _fake_run(out, method: str, seed: int, metrics: dict, **sets) -> None:
+    """A finished pattern run with the given headline metrics (written by the real result writer)."""
+    import torch
+
+    from benchmark.config import run_dir
+    from benchmark.results import provenance, write_result
+    from benchmark.sweeps import SWEEPS
+
+    idx = next(i for i, r in enumerate(SWEEPS["pattern"].runs) if r["method"] == method and r["seed"] == seed
+               and all(r.get(k) == v for k, v in sets.items())
+               and (sets or (r.get("model.act_cond", True) and r.get("train.epochs", 1) != 0)))
+    cfg = SWEEPS["pattern"].config(idx, {"out": str(out)})
+    d = run_dir(cfg)
+    d.mkdir(parents=True)
+    full = {"top1": 20.0, "rotation_r2": 0.0, "color_r2": 0.0, "indiv_rotation_r2": 0.0, "images_per_s": 100.0,
+            **metrics}
+    write_result(d, cfg, full, provenance(torch.device("cpu"), "t", 1.0))
+
+
+def test_pattern_report(tmp_path) -> None:
+    from benchmark import pattern
+
+    for seed, (rot, init_rot) in enumerate([(0.30, 0.01), (0.20, 0.02)]):
+        _fake_run(tmp_path, "seqjepa", seed, {"rotation_r2": rot, "top1": 40.0 + seed})
+        _fake_run(tmp_path, "seqjepa", seed, {"rotation_r2": init_rot, "top1": 30.0}, **{"train.epochs": 0})
+        _fake_run(tmp_path, "seqjepa", seed, {"rotation_r2": 0.05}, **{"model.act_cond": False})
+        _fake_run(tmp_path, "sie", seed, {"rotation_r2": 0.12})
+        _fake_run(tmp_path, "vicreg", seed, {"rotation_r2": 0.10 - 0.05 * seed})
+    doc = tmp_path / "pattern.md"
+    doc.write_text("# Pattern\n\nprose before\n\n<!-- pattern:start -->\nOLD-BLOCK\n<!-- pattern:end -->\n\n"
+                   "prose after\n")
+    block = pattern.report(tmp_path / "pattern", doc, tmp_path / "pattern.png")
+    text = doc.read_text()
+    assert "prose before" in text and "prose after" in text and "OLD-BLOCK" not in text
+    assert (tmp_path / "pattern.png").stat().st_size > 10_000
+    rows = {line.split("|")[1].strip(): line for line in block.splitlines() if line.startswith("| ")}
+    assert "0.250 ± 0.071" in rows["seq-JEPA"] and "40.5 ± 0.7" in rows["seq-JEPA"]
+    assert rows["seq-JEPA"].rstrip(" |").endswith("0.71")  # Table 1, M_tr = M_val = 3
+    assert rows["seq-JEPA without actions"].rstrip(" |").endswith("0.29")
+    assert rows["SIE"].rstrip(" |").endswith("0.58") and rows["VICReg"].rstrip(" |").endswith("0.20")
+    crit = {line.split("|")[1].strip(): line for line in block.splitlines() if "(>=" in line}
+    assert "seed 0: +0.290, seed 1: +0.180" in crit["seq-JEPA rotation R² above random init (>= 0.15)"]
+    assert crit["seq-JEPA rotation R² above random init (>= 0.15)"].rstrip(" |").endswith("yes")
+    assert crit["seq-JEPA rotation R² above seq-JEPA without actions (>= 0.1)"].rstrip(" |").endswith("yes")
+    # SIE - VICReg: +0.02 (seed 0), +0.07 (seed 1): fails for one seed
+    assert crit["SIE rotation R² above VICReg (>= 0.05)"].rstrip(" |").endswith("NO")
+    assert crit["seq-JEPA top-1 above random init (>= 5)"].rstrip(" |").endswith("yes")
+
+
+def test_pattern_report_without_runs(tmp_path, capsys) -> None:
+    from benchmark import pattern
+
+    assert pattern.main(["--runs", str(tmp_path), "--doc", str(tmp_path / "p.md")]) == 2
+    assert "run the sweep first" in capsys.readouterr().err

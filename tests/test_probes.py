@@ -23,7 +23,7 @@ def test_r2_uniform_matches_sklearn_and_global_differs_for_offset_dims():
     y = torch.randn(200, 4, generator=g) * torch.tensor([0.5, 0.5, 0.5, 0.3]) + torch.tensor([0, 0, 0, 0.54])
     pred = y + 0.2 * torch.randn(200, 4, generator=g)
     assert r2_uniform(pred, y) == pytest.approx(r2_score(y.double().numpy(), pred.double().numpy()), abs=1e-6)
-    # Global-mean R^2 counts the w-offset as explained variance, so it is larger (seqjepa.md A.5).
+    # Global-mean R^2 counts the w-offset as explained variance, so it is larger (docs/protocol.md §5).
     ss_res = ((y - pred) ** 2).sum()
     assert r2_global(pred, y) == pytest.approx(float(1 - ss_res / ((y - y.mean()) ** 2).sum()), abs=1e-6)
     assert r2_global(pred, y) > r2_uniform(pred, y)

@@ -1,4 +1,4 @@
-"""seq-JEPA's architecture follows seqjepa.md A.1: shapes, action slots, no positional embedding, EMA."""
+"""seq-JEPA's architecture follows docs/protocol.md §1: shapes, action slots, no positional embedding, EMA."""
 
 from __future__ import annotations
 

@@ -1,7 +1,8 @@
 """The smoke sweep on a real (local, single-node) SLURM cluster, with one job forced to requeue.
 
-The cluster comes from ../shared/slurm/start-local-slurm.sh beside the repository (root + apt; see its
-README). Where it cannot be started the test is skipped with the reason; it never passes silently.
+The cluster comes from the project's slurm/local/start-local-slurm.sh (root + apt; see slurm/README.md,
+"A local single-node cluster"). Where it cannot be started the test is skipped with the reason; it never
+passes silently.
 A cluster that was already up is reused and left running; one started here is stopped at the end.
 """
 
@@ -22,7 +23,7 @@ from slurm import launch
 pytestmark = pytest.mark.slurm
 
 REPO = Path(__file__).resolve().parents[1]
-SCRIPTS = REPO.parent / "shared" / "slurm"
+SCRIPTS = REPO / "slurm" / "local"
 
 
 def _cluster_answers() -> bool:
@@ -35,7 +36,7 @@ def _cluster_answers() -> bool:
 def slurm_cluster():
     start = SCRIPTS / "start-local-slurm.sh"
     if not start.is_file():
-        pytest.skip(f"local SLURM cluster script not found at {start} (expected ../shared/slurm beside the repo)")
+        pytest.skip(f"local SLURM cluster script not found at {start} (incomplete checkout?)")
     if os.geteuid() != 0:
         pytest.skip("starting the local SLURM cluster needs root (it installs packages and runs the daemons)")
     if shutil.which("apt-get") is None and shutil.which("slurmctld") is None:

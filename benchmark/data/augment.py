@@ -1,6 +1,6 @@
 """Parametric augmentations on batched tensors, and view sequences whose actions are their parameters.
 
-seq-JEPA's CIFAR-100 / Tiny ImageNet experiments (seqjepa.md A.4) use EquiMod's parameterised augmentations
+seq-JEPA's CIFAR-100 / Tiny ImageNet experiments (docs/protocol.md §4) use EquiMod's parameterised augmentations
 (``hafezgh/seq-jepa:seq-jepa/src/augmentations.py``, adapted from ``ADevillers/EquiMod:src/transforms.py``):
 
 * observation views: RandomResizedCrop (scale 0.2-1, ratio 3/4-4/3, bicubic) + hflip p 0.5; ColorJitter p 0.8

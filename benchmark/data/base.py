@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -119,3 +120,20 @@ def collate(items: list[dict]) -> dict:
 
 def to_batch(d: dict) -> Batch:
     return Batch(views=d["views"], actions=d["actions"], labels=d["label"])
+
+
+def available_cpus() -> int:
+    """CPU cores this process may run on: its affinity mask (a SLURM allocation, taskset, a cpuset)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # no affinity API (macOS, Windows)
+        return os.cpu_count() or 1
+
+
+def loader_workers(requested: int) -> int:
+    """DataLoader worker processes to start: ``data.num_workers`` capped at the cores available here.
+
+    The presets ask for 8; on a smaller machine (or SLURM allocation) more workers than cores only
+    contend with the training process. Not part of the run identity: items do not depend on it.
+    """
+    return max(0, min(requested, available_cpus()))

@@ -49,6 +49,7 @@ from torchvision.transforms import functional as TF
 from tqdm import tqdm
 
 from benchmark.config import RunConfig
+from benchmark.data.base import loader_workers
 from benchmark.data.mini3d import default_cache_dir
 from benchmark.data.threedie import MEAN, SPLIT_FILES, STD, ThreeDIEBench
 from benchmark.errors import DataError
@@ -395,7 +396,7 @@ def threedie_loader(cfg: RunConfig) -> Callable[..., ThreeDIEBench]:
     if not cfg.data.decoded_cache:
         return ThreeDIEBench
     return functools.partial(CachedThreeDIEBench, cache_dir=cfg.data.cache_dir, progress=cfg.train.progress,
-                             workers=cfg.data.num_workers)
+                             workers=loader_workers(cfg.data.num_workers))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,7 +10,7 @@ Layout (what ``cifar-100-python.tar.gz`` extracts to)::
 
 The pickles are read with an unpickler that only resolves numpy's array-rebuilding functions, so a
 tampered file cannot run code. seq-JEPA uses the 100 fine labels, 32 px views and the CIFAR ResNet
-stem (seqjepa.md A.4); the SSL split is ``train``, the probes train on ``train`` and test on ``test``.
+stem (docs/protocol.md §4); the SSL split is ``train``, the probes train on ``train`` and test on ``test``.
 """
 
 from __future__ import annotations
@@ -33,7 +33,8 @@ FOLDER = "cifar-100-python"
 SPLITS = {"train": "train", "val": "test"}  # seqbench split -> file
 MEAN = (0.5071, 0.4867, 0.4408)  # upstream CIFAR100_aug normalisation
 STD = (0.2675, 0.2565, 0.2761)
-GET_IT = ("Download https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz (161 MB), extract it and pass the "
+GET_IT = ("Get it with `python -m benchmark.data.download cifar100 --root DIR`, or download "
+          "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz (161 MB) and extract it; then pass the "
           "folder holding cifar-100-python/ with --data-root (or set SEQBENCH_DATA_ROOT).")
 # The only globals a CIFAR pickle needs: numpy's ndarray reconstruction (old and numpy>=2 module paths),
 # and _codecs.encode, which protocol-2 pickles written by Python 3 use for byte strings.

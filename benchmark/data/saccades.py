@@ -1,6 +1,6 @@
 """Predictive learning across saccades (PLS): glimpse sequences of STL-10 images chosen by a saliency map.
 
-seq-JEPA's PLS (``hafezgh/seq-jepa:seq-jepa/src/datasets.py`` class ``STL10_SalMap``, seqjepa.md A.4):
+seq-JEPA's PLS (``hafezgh/seq-jepa:seq-jepa/src/datasets.py`` class ``STL10_SalMap``, docs/protocol.md §4):
 
 * saliency: DeepGaze IIE log-density (MIT1003 centre bias) on a 512 px resize, resized to 96x96, exp,
   normalised to sum 1, stored as ``saliency_{unlabeled,train,test}.npy`` of shape (N, 1, 96, 96)

@@ -9,7 +9,7 @@ Layout (what ``stl10_binary.tar.gz`` extracts to)::
 
 Sizes: train 5000, test 8000, unlabeled 100000 images (27648 bytes each); files are memory-mapped.
 seq-JEPA's PLS pre-trains on ``unlabeled`` and its probes train on ``train`` and test on ``test``
-(seqjepa.md A.4); the registry's ``train`` split therefore maps to ``data.stl10_pretrain`` for
+(docs/protocol.md §4); the registry's ``train`` split therefore maps to ``data.stl10_pretrain`` for
 pre-training and to ``train`` for the probes. Unlabeled images carry label -1 (never read by an SSL loss).
 """
 
@@ -35,7 +35,8 @@ MEAN = (0.4467, 0.4398, 0.4066)  # upstream STL10_SalMap normalisation
 STD = (0.2241, 0.2215, 0.2239)
 FILES = {"train": ("train_X.bin", "train_y.bin"), "test": ("test_X.bin", "test_y.bin"),
          "unlabeled": ("unlabeled_X.bin", None)}
-GET_IT = ("Download https://ai.stanford.edu/~acoates/stl10/stl10_binary.tar.gz (2.6 GB), extract it and pass "
+GET_IT = ("Get it with `python -m benchmark.data.download stl10 --root DIR`, or download "
+          "https://ai.stanford.edu/~acoates/stl10/stl10_binary.tar.gz (2.6 GB) and extract it; then pass "
           "the folder holding stl10_binary/ with --data-root (or set SEQBENCH_DATA_ROOT).")
 
 

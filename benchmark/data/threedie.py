@@ -1,6 +1,6 @@
 """3DIEBench loader for the official on-disk layout (Garrido et al., SIE, ICML 2023).
 
-Layout (see ../shared/docs/3diebench.md, C.1)::
+Layout (see docs/3diebench.md §1)::
 
     <root>/                      the extracted ``3DIEBench/`` folder (a parent holding it also works)
       <synset>/<object_id>/image_{0..49}.jpg, latent_{0..49}.npy (7 floats each)
@@ -28,7 +28,8 @@ MEAN = [0.5016, 0.5037, 0.5060]  # SIE / seq-JEPA normalisation statistics
 STD = [0.1030, 0.0999, 0.0969]
 SPLIT_FILES = ("{split}_images.npy", "{split}_labels.npy")
 GET_IT = (
-    "3DIEBench is 17 GB (CC-BY-NC): download https://dl.fbaipublicfiles.com/SIE/3DIEBench.tar.gz, extract it, "
+    "3DIEBench is 17 GB (CC-BY-NC): `python -m benchmark.data.download 3diebench --root DIR` fetches it and the "
+    "split files into DIR/3DIEBench/. Or download https://dl.fbaipublicfiles.com/SIE/3DIEBench.tar.gz, extract it, "
     "and pass the extracted 3DIEBench/ folder with --data-root (or set SEQBENCH_DATA_ROOT). The split files "
     "train_images.npy, train_labels.npy, val_images.npy, val_labels.npy come from the data/ folder of "
     "github.com/facebookresearch/SIE; put them in that folder or point data.split_dir at them."

@@ -33,7 +33,8 @@ FOLDER = "tiny-imagenet-200"
 MEAN = (0.4802, 0.4481, 0.3975)  # upstream TinyImageNet_aug normalisation
 STD = (0.2302, 0.2265, 0.2262)
 SIZE = 64
-GET_IT = ("Download http://cs231n.stanford.edu/tiny-imagenet-200.zip (237 MB), extract it and pass the folder "
+GET_IT = ("Get it with `python -m benchmark.data.download tinyimagenet --root DIR`, or download "
+          "http://cs231n.stanford.edu/tiny-imagenet-200.zip (237 MB) and extract it; then pass the folder "
           "holding tiny-imagenet-200/ with --data-root (or set SEQBENCH_DATA_ROOT).")
 
 
@@ -147,5 +148,5 @@ def build(cfg: RunConfig, split: str, num_views: int, fixed: bool, root: str | P
 
 
 def spec(cfg: RunConfig, num_classes: int = 200) -> DataSpec:
-    # seq-JEPA passes --cifar-resnet for Tiny ImageNet too (seqjepa.md A.1).
+    # seq-JEPA passes --cifar-resnet for Tiny ImageNet too (docs/protocol.md §1).
     return DataSpec(cfg.data.image_size, action_dim(cfg.data.aug), num_classes, small_images=True)

@@ -1,7 +1,7 @@
 """View-bank probes, for datasets whose objects have a finite set of views with latents (3DIEBench, mini).
 
 SIE and seq-JEPA draw a fresh random view pair of every object in each probe epoch and push it through
-the frozen encoder (3diebench.md C.3-C.4). A *view* representation is a function of its own view
+the frozen encoder (docs/3diebench.md §3-§4). A *view* representation is a function of its own view
 (methods/contract.py), so encoding ``probe.bank_views`` views of every object once and drawing the
 pairs from those cached features is the same protocol without the repeated encoder passes:
 

@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from benchmark.config import ProbeConfig, RunConfig
-from benchmark.data.base import SequenceDataset, collate
+from benchmark.data.base import SequenceDataset, collate, loader_workers
 from benchmark.probes import bank
 from benchmark.probes.heads import linear_probe, regression_probe
 from benchmark.probes.path_integration import path_integration
@@ -71,7 +71,7 @@ def evaluate(method: Method, cfg: RunConfig, train_ds: SequenceDataset, val_ds: 
     """All probes -> the ``metrics`` section of result.json."""
     lens = sorted({cfg.eval_seq_len, *cfg.probe.eval_seq_lens})
     p = cfg.probe
-    nw, progress, seed = cfg.data.num_workers, cfg.train.progress, cfg.seed
+    nw, progress, seed = loader_workers(cfg.data.num_workers), cfg.train.progress, cfg.seed
     train_ds.repeats, val_ds.repeats = p.train_samples, p.val_samples
     tr = extract(method, train_ds, lens, p.batch_size, device, nw, "probe features (train)", progress)
     va = extract(method, val_ds, lens, p.batch_size, device, nw, "probe features (val)", progress)

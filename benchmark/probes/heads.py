@@ -1,6 +1,6 @@
 """Probe heads trained on frozen, cached features; scored on the held-out split at the final epoch.
 
-Protocol (3diebench.md C.4, seqjepa.md A.5): Adam lr 1e-3, wd 0, batch 256; linear classifier;
+Protocol (docs/3diebench.md §4, docs/protocol.md §5): Adam lr 1e-3, wd 0, batch 256; linear classifier;
 MLP in -> 1024 -> 1024 -> out (ReLU) for rotations; linear head for colour. The encoder is frozen in
 eval mode (Decision 4), so no BatchNorm statistics move during probing. No test-set selection:
 the reported number is the last epoch's.

@@ -1,4 +1,4 @@
-"""Probe metrics: top-1 and the two R^2 definitions (seqjepa.md A.5, Decision 2)."""
+"""Probe metrics: top-1 and the two R^2 definitions (docs/protocol.md §5 and Decision 2)."""
 
 from __future__ import annotations
 

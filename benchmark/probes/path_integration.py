@@ -1,6 +1,6 @@
 """Path integration: regress the cumulative transformation of a sequence from its aggregate representation.
 
-The paper (seqjepa.md A.5, ``path_int_fig.pdf``; published curves in paper-results.md B.2) plots
+The paper (docs/protocol.md §5, ``path_int_fig.pdf``; published curves in benchmark/paper_results.yaml) plots
 "Angular path prediction R^2" (3DIEBench) and "Saccade path prediction R^2" (STL-10 PLS) against M_val
 for three models: vision + action conditioning, vision without action conditioning (a model trained with
 ``model.act_cond=false``), and "no vision" + action conditioning. No code is released, so the task
@@ -31,7 +31,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from benchmark.config import RunConfig
-from benchmark.data.base import SequenceDataset, collate
+from benchmark.data.base import SequenceDataset, collate, loader_workers
 from benchmark.probes.heads import regression_probe
 from methods.contract import Method
 
@@ -69,8 +69,8 @@ def _features(method: Method, ds: SequenceDataset, rep: str, lens: list[int], ki
     """{"x": {M: (N, D)}, "blind": {M: (N, D)}, "t": {M: (N, A)}} for every path length M."""
     method.eval()
     out: dict = {"x": {m: [] for m in lens}, "blind": {m: [] for m in lens}, "t": {m: [] for m in lens}}
-    loader = DataLoader(ds, batch_size=cfg.probe.batch_size, shuffle=False, num_workers=cfg.data.num_workers,
-                        collate_fn=collate)
+    loader = DataLoader(ds, batch_size=cfg.probe.batch_size, shuffle=False,
+                        num_workers=loader_workers(cfg.data.num_workers), collate_fn=collate)
     for b in tqdm(loader, desc=desc, unit="batch", disable=not cfg.train.progress, leave=False):
         views, actions = b["views"].to(device), b["actions"].to(device)
         for m in lens:
