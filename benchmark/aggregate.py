@@ -78,6 +78,9 @@ def _parse(path: Path) -> tuple[dict[str, Any] | None, str]:
     missing = [k for k in REQUIRED if k not in record]
     if missing or not isinstance(record["metrics"], dict) or not isinstance(record["config"], dict):
         return None, f"invalid record (missing or malformed: {', '.join(missing) or 'config/metrics'})"
+    if record.get("status") == "diverged":
+        d = record.get("divergence") if isinstance(record.get("divergence"), dict) else {}
+        return None, f"diverged at step {d.get('step', '?')} ({d.get('what', '?')}: {d.get('detail', '?')})"
     if record.get("status", "complete") != "complete":
         return None, f"status {record.get('status')!r}, not 'complete'"
     model = record["config"].get("model")
@@ -119,7 +122,7 @@ def load_runs(runs_dir: Path) -> tuple[pd.DataFrame, list[Problem]]:
     for path in sorted(runs_dir.rglob("result.json")):
         row, why = _parse(path)
         if row is None:
-            problems.append(Problem("skipped", str(path), why))
+            problems.append(Problem("diverged" if why.startswith("diverged") else "skipped", str(path), why))
         else:
             rows.append(row)
             problems += [Problem("nonfinite", str(path), f"{k} is NaN/inf/null or not a number")
@@ -171,11 +174,12 @@ def drop_duplicates(runs: pd.DataFrame) -> tuple[pd.DataFrame, list[Problem]]:
 def coverage_markdown(runs_dir: Path, n_runs: int, cells: pd.DataFrame, problems: list[Problem],
                       missing: dict[str, list[str]]) -> str:
     """coverage.md: what was skipped, partial, duplicated, non-finite or missing, and seeds per cell."""
-    kinds = ("skipped", "partial", "duplicate", "nonfinite", "log")
+    kinds = ("skipped", "diverged", "partial", "duplicate", "nonfinite", "log")
     by_kind = {k: [p for p in problems if p.kind == k] for k in kinds}
     counts = ", ".join(f"{k}: {len(v)}" for k, v in by_kind.items())
     sections = {
         "Skipped result.json (not aggregated)": by_kind["skipped"],
+        "Diverged runs (status \"diverged\": no metrics, left out of every table)": by_kind["diverged"],
         "Partial runs (config.yaml but no result.json)": by_kind["partial"],
         "Duplicate configs (same cell and seed)": by_kind["duplicate"],
         "Non-finite metrics (left out of mean/std, counted as NaN in the tables)": by_kind["nonfinite"],
@@ -263,7 +267,7 @@ def main(argv: list[str] | None = None) -> None:
     for path in written:
         print(f"wrote {path}")
     if problems:
-        print(f"{len(problems)} coverage finding(s) (skipped, partial, duplicate, NaN, unreadable log "
+        print(f"{len(problems)} coverage finding(s) (skipped, diverged, partial, duplicate, NaN, unreadable log "
               f"lines): see {args.out / 'coverage.md'}", file=sys.stderr)
 
 

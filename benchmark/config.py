@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -168,12 +169,24 @@ class RunConfig:
     device: str = "auto"  # cpu | cuda | auto (does not change the run identity)
     out: str = "results/runs"  # parent of run directories (does not change the run identity)
 
+    def __post_init__(self) -> None:
+        if self.sweep is not None and not SWEEP_NAME.fullmatch(self.sweep):
+            raise ConfigError(f"sweep {self.sweep!r}: {SWEEP_RULE} (it names the first folder of the run directory "
+                              f"under --out, so it cannot hold '/', '..' or an absolute path)")
+
     @property
     def eval_seq_len(self) -> int:
         return self.probe.eval_seq_len or self.data.seq_len
 
 
-# Fields that do not change what is computed: excluded from the run identity hash.
+SWEEP_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # a sweep name is one folder name, never a path
+SWEEP_RULE = "a sweep name must be letters, digits, '.', '_' or '-', starting with a letter or digit"
+
+
+# Fields that do not change what is computed: excluded from the run identity hash. The data paths are
+# here so that a run keeps its directory on another machine (another mount point); what they point at
+# is fingerprinted instead (benchmark.run.data_digests: split and saliency digests in the checkpoint and
+# result.json), and a resume on other data is refused.
 NON_SEMANTIC = {("device",), ("out",), ("data", "num_workers"), ("data", "root"), ("data", "split_dir"),
                 ("data", "saccade", "saliency_dir"), ("train", "progress"), ("train", "log_every"),
                 ("train", "checkpoint_every"), ("data", "decoded_cache"), ("data", "cache_dir"),
@@ -324,15 +337,38 @@ def load_yaml(path: str | Path) -> dict:
     return data
 
 
-def config_hash(cfg: RunConfig) -> str:
-    """Stable 8-hex-digit identity of everything that changes the computation."""
-    d = to_dict(cfg)
+def semantic(d: dict) -> dict:
+    """A config dict (``to_dict`` layout) without the NON_SEMANTIC fields: what the run identity covers."""
+    d = json.loads(json.dumps(d))  # a deep copy that also turns tuples into lists
     for path in NON_SEMANTIC:
         node = d
         for p in path[:-1]:
-            node = node[p]
-        node.pop(path[-1], None)
-    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:8]
+            node = node.get(p) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            node.pop(path[-1], None)
+    return d
+
+
+def config_diff(old: dict, new: dict, old_name: str = "before", new_name: str = "now") -> list[str]:
+    """``["train.lr: 0.0004 (before) vs 0.001 (now)", ...]`` for every dotted key whose value differs."""
+    def flat(d: Any, prefix: str = "") -> dict:
+        if isinstance(d, dict) and d:
+            return {k: v for key, sub in d.items() for k, v in flat(sub, f"{prefix}{key}.").items()}
+        return {prefix[:-1]: d}
+    a, b = flat(old), flat(new)
+    missing = object()
+    out = []
+    for key in sorted(a.keys() | b.keys()):
+        va, vb = a.get(key, missing), b.get(key, missing)
+        if va != vb:
+            show = lambda v: "(absent)" if v is missing else json.dumps(v)
+            out.append(f"{key}: {show(va)} ({old_name}) vs {show(vb)} ({new_name})")
+    return out
+
+
+def config_hash(cfg: RunConfig) -> str:
+    """Stable 8-hex-digit identity of everything that changes the computation."""
+    return hashlib.sha256(json.dumps(semantic(to_dict(cfg)), sort_keys=True).encode()).hexdigest()[:8]
 
 
 def run_dir(cfg: RunConfig) -> Path:

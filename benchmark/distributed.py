@@ -18,16 +18,19 @@ from __future__ import annotations
 
 import os
 import subprocess
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
-from benchmark.errors import ConfigError, SeqbenchError
+from benchmark.errors import ConfigError, SeqbenchError, user_message
 from methods.contract import Batch, Method, StepOutput
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -139,6 +142,65 @@ def any_rank(flag: bool) -> bool:
     t = torch.tensor([float(flag)], device=_collective_device())
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return bool(t.item())
+
+
+def agree(stop: bool, failed: bool) -> tuple[bool, bool]:
+    """(any rank wants to stop, any rank failed): one all-reduce per training step for both questions.
+
+    A rank whose data loading failed says so here instead of raising, so the others do not wait for
+    it in the next gradient all-reduce until the NCCL timeout; see :func:`failure`.
+    """
+    if current().world_size == 1:
+        return stop, failed
+    t = torch.tensor([float(stop), float(failed)], device=_collective_device())
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t[0].item()), bool(t[1].item())
+
+
+def failure(error: BaseException | None) -> SeqbenchError:
+    """After :func:`agree` reported a failure: every rank's error message, as one error to raise on all.
+
+    Collective (called by every rank, only on this error path, so it costs nothing per step).
+    """
+    own = None if error is None else (user_message(error) or type(error).__name__)
+    env = current()
+    messages = [own]
+    if env.world_size > 1:
+        messages = [None] * env.world_size
+        dist.all_gather_object(messages, own)
+    said = [f"rank {r}: {m}" if env.world_size > 1 else m for r, m in enumerate(messages) if m is not None]
+    cls = type(error) if isinstance(error, SeqbenchError) else SeqbenchError
+    text = "; ".join(said) + ("; every rank stopped" if env.world_size > 1 else "")
+    try:
+        return cls(text)
+    except TypeError:  # an error class with another constructor
+        return SeqbenchError(text)
+
+
+def from_main(fn: Callable[[], T]) -> T:
+    """Run ``fn`` on rank 0 only and hand its return value (or its SeqbenchError) to every rank.
+
+    For the steps rank 0 does alone before training (lock, run-directory checks): a rank-0 error is
+    raised on every rank instead of leaving the others in the next collective until the timeout.
+    """
+    env = current()
+    if env.world_size == 1:
+        return fn()
+    box: list = [None]
+    raised: BaseException | None = None
+    if env.is_main:
+        try:
+            box[0] = ("ok", fn())
+        except BaseException as e:  # re-raised below, once the other ranks were told
+            raised = e
+            box[0] = ("error", user_message(e) if isinstance(e, SeqbenchError) else f"rank 0 failed: {e!r}")
+    dist.broadcast_object_list(box, src=0)
+    kind, value = box[0]
+    if raised is not None:
+        raise raised
+    if kind == "error":
+        raise SeqbenchError(value)
+    return value
 
 
 def mean(value: torch.Tensor) -> float:

@@ -14,6 +14,7 @@ on another dataset only ``data.seq_len`` and ``data.latent_type`` (what its mode
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from dataclasses import replace
@@ -25,10 +26,11 @@ import yaml
 from benchmark.checkpoints import FORMATS, LoadedCheckpoint, load
 from benchmark.config import RunConfig, layered_overrides, merge, run_dir, to_dict
 from benchmark.errors import ConfigError, SeqbenchError, user_message
+from benchmark.fileio import LockHeld, atomic_write_text, exclusive_lock
 from benchmark.probes.evaluate import evaluate
 from benchmark.registry import DATASETS, dataset_entry, resolve
-from benchmark.results import RESULT_FILE, now, provenance, read_result, write_result
-from benchmark.run import CONFIG_FILE, RunOutcome, pick_device
+from benchmark.results import RESULT_FILE, check_result, now, provenance, read_result, write_result
+from benchmark.run import CONFIG_FILE, EXIT_CODES, INVALID_SUFFIX, LOCK_FILE, RunOutcome, pick_device
 from methods.contract import Method
 from methods.external import ExternalEncoder, ExternalEncoderConfig
 
@@ -73,9 +75,12 @@ def build_model(ck: LoadedCheckpoint, cfg: RunConfig) -> Method:
 def evaluate_checkpoint(ck: LoadedCheckpoint, cfg: RunConfig, force: bool = False, log=print) -> RunOutcome:
     """Probe ``ck`` under ``cfg`` and write result.json (skipped if it exists, unless ``force``)."""
     out = run_dir(cfg)
-    if not force and (out / RESULT_FILE).is_file():
+    record, why = check_result(out)
+    if not force and record is not None:
         log(f"already evaluated: {out} (use --force to re-run)")
-        return RunOutcome(out, "skipped", read_result(out))
+        return RunOutcome(out, "skipped", record)
+    if why:
+        log(f"note: {why} in {out}: not done; evaluating again")
     device = pick_device(cfg.device)
     torch.manual_seed(cfg.seed)
     method = build_model(ck, cfg)
@@ -91,8 +96,14 @@ def evaluate_checkpoint(ck: LoadedCheckpoint, cfg: RunConfig, force: bool = Fals
         raise SeqbenchError(f"{ck.path} was trained with {want}-d actions but {cfg.dataset} with "
                             f"data.latent_type={cfg.data.latent_type} gives {probe_train.action_dim}-d ones; "
                             f"use the training run's: --set data.latent_type={trained}")
-    out.mkdir(parents=True, exist_ok=True)
-    (out / CONFIG_FILE).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    with exclusive_lock(out / LOCK_FILE, f"evaluation {out}"):  # one evaluation of a run directory at a time
+        return _evaluate_locked(ck, cfg, method, probe_train, probe_val, device, out, log)
+
+
+def _evaluate_locked(ck, cfg, method, probe_train, probe_val, device, out, log) -> RunOutcome:
+    if check_result(out)[1]:  # an unreadable result.json is kept beside, not overwritten
+        os.replace(out / RESULT_FILE, out / f"{RESULT_FILE}{INVALID_SUFFIX}")
+    atomic_write_text(out / CONFIG_FILE, yaml.safe_dump(to_dict(cfg), sort_keys=False), "config")
     start, t0 = now(), time.perf_counter()
     log(f"evaluating {ck.format} checkpoint {ck.path} ({ck.stem} stem"
         f"{', full ' + type(method).__name__ if ck.method is not None else ', encoder only'}) -> {out}")
@@ -151,6 +162,9 @@ def main(argv: list[str] | None = None) -> int:
             print(yaml.safe_dump(to_dict(cfg), sort_keys=False), end="")
             return 0
         outcome = evaluate_checkpoint(ck, cfg, force=args.force)
+    except LockHeld as e:
+        print(f"error: {user_message(e)}", file=sys.stderr)
+        return EXIT_CODES["locked"]
     except SeqbenchError as e:
         print(f"error: {user_message(e)}", file=sys.stderr)
         return 2

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from benchmark.checkpoints import CHECKPOINT_FILE, load, solo_learn_export, torchvision_export
 from benchmark.errors import SeqbenchError, user_message
-from benchmark.train import atomic_save
+from benchmark.fileio import atomic_torch_save
 
 DEFAULT_FILE = {"torchvision": "encoder_torchvision.pth", "solo-learn": "encoder_solo-learn.ckpt"}
 # model.backbone -> the torchvision architecture both formats load it into (solo-learn's backbones are
@@ -53,7 +53,8 @@ def export_encoder(run: Path, fmt: str, out: Path | None = None, trust: bool = F
     source = {"run": str(ck.path.parent.resolve()), "checkpoint_sha256": ck.sha256, "step": ck.step,
               "method": (ck.run_config or {}).get("method"), "stem": ck.stem, "backbone": ck.backbone}
     out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_save(torchvision_export(ck) if fmt == "torchvision" else solo_learn_export(ck, source), out)
+    atomic_torch_save(torchvision_export(ck) if fmt == "torchvision" else solo_learn_export(ck, source), out,
+                      "exported encoder")
     return out, ck.stem, ck.backbone
 
 

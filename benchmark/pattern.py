@@ -24,6 +24,7 @@ import pandas as pd
 from benchmark import tables as T
 from benchmark.aggregate import load_runs
 from benchmark.errors import SeqbenchError, user_message
+from benchmark.fileio import atomic_write_text
 
 START, END = "<!-- pattern:start -->", "<!-- pattern:end -->"
 METRICS = ("top1", "rotation_r2", "color_r2", "indiv_rotation_r2", "images_per_s")
@@ -174,8 +175,7 @@ def report(runs_dir: Path, doc: Path, fig_path: Path, paper_path: Path = T.PAPER
         text = text[:text.index(START)] + block + text[text.index(END) + len(END):]
     else:
         text = text + ("\n" if text and not text.endswith("\n") else "") + block + "\n"
-    doc.parent.mkdir(parents=True, exist_ok=True)
-    doc.write_text(text)
+    atomic_write_text(doc, text, "generated document")
     return block
 
 

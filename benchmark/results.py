@@ -1,6 +1,7 @@
 """The result record: one function writes ``<run dir>/result.json``, atomically.
 
-Schema (``SCHEMA_VERSION`` 1): schema_version, method, dataset, seq_len, eval_seq_len, seed, status,
+Schema (``SCHEMA_VERSION`` 1): schema_version, method, dataset, seq_len, eval_seq_len, seed, status
+("complete", or "diverged" with a ``divergence`` record {step, what, detail} and empty metrics),
 run_dir, config (fully resolved), metrics (headline ``top1`` [%], ``rotation_r2``, ``color_r2`` plus
 global-mean variants, per-representation numbers and ``headline_source``), provenance (git commit and
 dirty flag, torch/CUDA versions, device, wall time, start/end time, host).
@@ -10,11 +11,9 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import platform
 import socket
 import subprocess
-import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -22,25 +21,11 @@ from typing import Any
 import torch
 
 from benchmark.config import RunConfig, to_dict
+from benchmark.fileio import atomic_write_text
 
 SCHEMA_VERSION = 1
 RESULT_FILE = "result.json"
 REPO_ROOT = Path(__file__).resolve().parent.parent
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write to a temporary file in the same folder, fsync, then rename over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def git_state() -> dict:
@@ -90,8 +75,15 @@ def _json_safe(x: Any) -> Any:
     return x
 
 
-def write_result(run_dir: Path, cfg: RunConfig, metrics: dict, prov: dict, status: str = "complete") -> Path:
-    """The only writer of result.json."""
+STATUSES = ("complete", "diverged")  # what a result.json may say; anything else is not a result
+REQUIRED = ("schema_version", "method", "dataset", "seq_len", "seed", "status", "config", "metrics", "provenance")
+
+
+def write_result(run_dir: Path, cfg: RunConfig, metrics: dict, prov: dict, status: str = "complete",
+                 divergence: dict | None = None) -> Path:
+    """The only writer of result.json. A diverged run has no metrics and says where it diverged."""
+    if status not in STATUSES or (status == "diverged") != (divergence is not None):
+        raise ValueError(f"result status {status!r} with divergence {divergence!r}")  # a bug, not user input
     record = {
         "schema_version": SCHEMA_VERSION,
         "method": cfg.method,
@@ -106,13 +98,43 @@ def write_result(run_dir: Path, cfg: RunConfig, metrics: dict, prov: dict, statu
         "metrics": metrics,
         "provenance": prov,
     }
+    if divergence is not None:
+        record["divergence"] = divergence
     path = Path(run_dir) / RESULT_FILE
-    atomic_write_text(path, json.dumps(_json_safe(record), indent=2, sort_keys=False) + "\n")
+    atomic_write_text(path, json.dumps(_json_safe(record), indent=2, sort_keys=False) + "\n", "result")
     return path
 
 
-def read_result(run_dir: Path) -> dict | None:
+def check_result(run_dir: Path) -> tuple[dict | None, str]:
+    """(record, "") for a valid result.json; (None, why not) otherwise ("" when there is none at all).
+
+    Valid = a JSON object of this schema version with every required key and a known status. Anything
+    else (truncated or hand-edited JSON, ``schema_version`` 0, another version's layout) means the run is
+    **not done**: ``benchmark.run``, the launcher and the aggregator all say so and never count it.
+    """
     path = Path(run_dir) / RESULT_FILE
     if not path.is_file():
-        return None
-    return json.loads(path.read_text())
+        return None, ""
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        return None, f"corrupt result.json ({type(e).__name__}: {e})"
+    if not isinstance(record, dict):
+        return None, "corrupt result.json (not a JSON object)"
+    if record.get("schema_version") != SCHEMA_VERSION:
+        return None, f"result.json has schema_version {record.get('schema_version')!r}, not {SCHEMA_VERSION}"
+    missing = [k for k in REQUIRED if k not in record]
+    if missing:
+        return None, f"result.json lacks {', '.join(missing)}"
+    if record["status"] not in STATUSES:
+        return None, f"result.json has status {record['status']!r} (valid: {', '.join(STATUSES)})"
+    if not isinstance(record["metrics"], dict) or not isinstance(record["config"], dict):
+        return None, "result.json has malformed config/metrics (not JSON objects)"
+    if record["status"] == "diverged" and not isinstance(record.get("divergence"), dict):
+        return None, "result.json says diverged but has no divergence record"
+    return record, ""
+
+
+def read_result(run_dir: Path) -> dict | None:
+    """The valid result.json of ``run_dir``, or None (missing or not valid: see :func:`check_result`)."""
+    return check_result(run_dir)[0]

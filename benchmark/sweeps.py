@@ -15,13 +15,12 @@ slurm/README.md).
 from __future__ import annotations
 
 import itertools
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from benchmark.config import RunConfig, load_yaml, merge, run_dir, set_dotted
+from benchmark.config import SWEEP_NAME, SWEEP_RULE, RunConfig, load_yaml, merge, run_dir, set_dotted
 from benchmark.errors import ConfigError, SeqbenchError
 from benchmark.registry import resolve
 
@@ -77,8 +76,8 @@ class Sweep:
     runs: tuple[Run, ...]
 
     def __post_init__(self) -> None:
-        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", self.name):
-            raise ConfigError(f"sweep name {self.name!r} must be letters, digits, '.', '_' or '-' (it names a folder)")
+        if not SWEEP_NAME.fullmatch(self.name):
+            raise ConfigError(f"sweep name {self.name!r}: {SWEEP_RULE} (it names a folder)")
         if not self.runs:
             raise ConfigError(f"sweep {self.name!r} has no runs")
 

@@ -2,13 +2,18 @@
 
 submitit's own handler for the requeue signal (USR2) checkpoints the callable and requeues the job
 from inside the signal handler, i.e. in the middle of whatever training step is running. Here the
-handler only sets a flag: the training loop finishes its step, writes the checkpoint at that step
-(atomically) and returns, and only then is submitit's handler called to requeue. The requeued job is
-a fresh :class:`RunJob` for the same config; all progress lives in the run directory, so ``run_one``
-resumes from the checkpoint (and skips a run that has meanwhile finished).
+signal goes to ``benchmark.run.StopHook`` (the same hook as the plain CLI, for this one signal): the
+training loop finishes its step, writes the checkpoint at that step (atomically) and returns, and only
+then is submitit's handler called to requeue. During the probes (and the data setup) the signal stops
+the job at once, since evaluation writes nothing until result.json: the job requeues straight away
+and the next attempt re-runs the probes from the final checkpoint. The requeued job is a fresh
+:class:`RunJob` for the same config; all progress lives in the run directory, so ``run_one`` resumes
+from the checkpoint (and skips a run that has meanwhile finished).
 
-A flag raised while the probes run (after training) is not acted on: evaluation writes nothing until
-result.json, so if the job is killed first, the next launch re-runs the probes from the final checkpoint.
+SIGTERM stays submitit's (it ignores it): on preemption SLURM sends SIGTERM first and the requeue
+signal after it, and the job must stop on the latter to requeue. The run-directory lock is taken
+with a short wait (``LOCK_WAIT_S``), so a requeued attempt that starts while the previous one is
+still exiting waits for it instead of giving up.
 """
 
 from __future__ import annotations
@@ -16,14 +21,15 @@ from __future__ import annotations
 import os
 import signal
 import time
-import types
 from typing import Any
 
 import submitit
 import torch
 
 from benchmark.config import RunConfig, run_dir
-from benchmark.run import run_one
+from benchmark.run import StopHook, run_one
+
+LOCK_WAIT_S = 60.0
 
 
 def _requeue_signal() -> signal.Signals:
@@ -35,10 +41,8 @@ class RunJob(submitit.helpers.Checkpointable):
 
     def __init__(self, cfg: RunConfig) -> None:
         self.cfg = cfg
-        self._stop = False
 
     def __call__(self) -> dict[str, Any]:
-        self._stop = False
         if "SLURM_CPUS_PER_TASK" in os.environ:  # without cgroups torch would spin a thread on every core
             torch.set_num_threads(int(os.environ["SLURM_CPUS_PER_TASK"]))
         env = _job_environment()
@@ -47,22 +51,19 @@ class RunJob(submitit.helpers.Checkpointable):
             submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
         sig = _requeue_signal()
         submitit_handler = signal.getsignal(sig)
-        signal.signal(sig, self._request_stop)
-        try:
-            tag = f"[job {env.job_id}] " if env is not None else ""
-            outcome = run_one(self.cfg, stop_requested=lambda: self._stop, log=lambda m: print(tag + m, flush=True))
-        finally:
-            signal.signal(sig, submitit_handler)
-        if outcome.status == "interrupted" and env is not None and callable(submitit_handler):
+        tag = f"[job {env.job_id}] " if env is not None else ""
+        with StopHook([sig]) as hook:  # restores submitit's handler on exit
+            outcome = run_one(self.cfg, stop_requested=hook, log=lambda m: print(tag + m, flush=True),
+                              lock_wait_s=LOCK_WAIT_S if env is not None else 0.0)
+        if outcome.status in ("locked", "diverged"):
+            print(tag + outcome.message, flush=True)
+        if outcome.status == "interrupted" and hook() and env is not None and callable(submitit_handler):
             # Checkpoint (= a fresh RunJob) and requeue; rank 0 then exits, the other ranks return at once
             # and wait for the requeue to end the job step.
             submitit_handler(sig, None)
             _wait_for_requeue()
         return {"run_dir": str(outcome.run_dir), "status": outcome.status,
-                "metrics": (outcome.result or {}).get("metrics")}
-
-    def _request_stop(self, signum: int, frame: types.FrameType | None) -> None:
-        self._stop = True  # polled by the training loop after each step
+                "metrics": (outcome.result or {}).get("metrics"), "message": outcome.message}
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> submitit.helpers.DelayedSubmission:
         """A fresh job for the same config: the state to resume from is the run directory's checkpoint."""

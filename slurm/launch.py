@@ -1,11 +1,17 @@
 """Launch a sweep: ``python -m slurm.launch --sweep NAME [--dry-run] [--cluster PRESET] [--only 0,3,5-9]``.
 
 Every selected run of the sweep (``benchmark/sweeps.py`` or a YAML file) is resolved first, so a bad
-sweep, setting, preset or a missing ``sbatch`` fails before anything is submitted. Runs with a
+sweep, setting, preset or a missing ``sbatch`` fails before anything is submitted. Runs with a valid
 result.json are skipped, as are runs whose earlier submission is still queued or running; the rest
 go out as one SLURM job array through submitit (``--executor slurm``), or run on this machine
 (``local``: subprocesses, ``debug``: in this process). Each job is a :class:`slurm.job.RunJob`, which
 resumes from the run directory's checkpoint and requeues itself on timeout or preemption.
+
+Failing closed: if ``squeue`` exists but fails, nothing is submitted (queued runs would look
+unfinished and be submitted twice). A launch holds the sweep lock ``<out>/<sweep>/.launch.lock``, and
+writes each run's ``submission.json`` atomically: state "submitting" before sbatch, "submitted" with
+the job id after it. A launch killed in between leaves "submitting"; the next launch treats such a run
+as possibly queued while any job named after the sweep is live in squeue.
 """
 
 from __future__ import annotations
@@ -26,12 +32,14 @@ import submitit
 from benchmark import sweeps
 from benchmark.config import RunConfig, from_dict, load_yaml, merge, parse_set, run_dir
 from benchmark.errors import ConfigError, DataError, SeqbenchError, user_message
+from benchmark.fileio import LockHeld, atomic_write_text, exclusive_lock
 
 # Modules that import torch (benchmark.results, benchmark.train, slurm.job) are imported where they are
-# used, so that `--help` answers at once.
+# used, so that `--help` answers at once (benchmark.fileio imports no torch).
 
 CLUSTERS_DIR = Path(__file__).resolve().parent / "clusters"
 SUBMISSION_FILE = "submission.json"  # in the run directory: which job was last submitted for it
+LAUNCH_LOCK = ".launch.lock"  # in <out>/<sweep>/: one launch of a sweep at a time
 
 
 @dataclass(frozen=True)
@@ -76,10 +84,38 @@ def load_preset(name_or_path: str, overrides: dict) -> ClusterPreset:
         raise ConfigError(f"cluster preset {path} lacks the required key(s) {', '.join(missing)}; every preset sets "
                           f"{', '.join(REQUIRED)} (partition: null = the cluster's default; see slurm/README.md)")
     preset = from_dict(ClusterPreset, data, f"cluster preset {path}")
+    _check_control_characters(preset, path)
     for k in ("gpus_per_node", "cpus_per_task", "mem_gb", "timeout_min", "array_parallelism"):
         if getattr(preset, k) < (0 if k == "gpus_per_node" else 1):
             raise ConfigError(f"cluster preset {path}: {k} must be >= {0 if k == 'gpus_per_node' else 1}")
     return preset
+
+
+def _check_control_characters(preset: ClusterPreset, path: Path) -> None:
+    """Preset strings end up in the sbatch script, one per line: a newline in one would end the
+    ``#SBATCH`` header early (sbatch stops reading directives at the first command, so the requeue
+    signal would be lost) or inject a command."""
+    def strings(value: Any, where: str):
+        if isinstance(value, str):
+            yield where, value
+        elif isinstance(value, dict):
+            for k, v in value.items():
+                yield from strings(k, f"{where} key")
+                yield from strings(v, f"{where}.{k}")
+        elif isinstance(value, list | tuple):
+            for i, v in enumerate(value):
+                yield from strings(v, f"{where}[{i}]")
+
+    for f in fields(ClusterPreset):
+        if f.name == "description":
+            continue
+        for where, text in strings(getattr(preset, f.name), f.name):
+            bad = [c for c in text if ord(c) < 32 or ord(c) == 127]
+            if bad:
+                raise ConfigError(f"cluster preset {path}: {where} = {text!r} contains a control character "
+                                  f"({', '.join(sorted({repr(c) for c in bad}))}); preset values are written into "
+                                  f"the sbatch script one per line, so a newline would end its #SBATCH header "
+                                  f"(losing the requeue signal) or inject a command. Use one plain line")
 
 
 def executor_parameters(preset: ClusterPreset, job_name: str) -> dict[str, Any]:
@@ -113,50 +149,92 @@ def parse_only(spec: str, n: int) -> list[int]:
     return out
 
 
+class SlurmQueryError(SeqbenchError):
+    """squeue exists but did not answer: which runs are queued is unknown, so nothing may be submitted."""
+
+
 def live_slurm_jobs() -> dict[str, str] | None:
-    """Job id -> state of every queued/running SLURM job (array tasks as ``123_4``); None without squeue."""
+    """Job id -> state of every queued/running SLURM job (array tasks as ``123_4``); None without squeue.
+
+    Raises :class:`SlurmQueryError` if squeue is installed but fails (fail closed).
+    """
+    jobs = _squeue()
+    return None if jobs is None else {job: state for job, (state, _name) in jobs.items()}
+
+
+def live_sweep_jobs(name: str) -> list[str]:
+    """Ids of the queued/running jobs named ``name`` (the launcher names a sweep's array after it)."""
+    return [job for job, (_state, job_name) in (_squeue() or {}).items() if job_name == name]
+
+
+def _squeue() -> dict[str, tuple[str, str]] | None:
     if shutil.which("squeue") is None:
         return None
+    cmd = ["squeue", "-h", "-r", "-o", "%i %T %j"]
     try:
-        res = subprocess.run(["squeue", "-h", "-r", "-o", "%i %T"], capture_output=True, text=True, timeout=60)
-    except (OSError, subprocess.SubprocessError):
-        return None
+        res = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.SubprocessError) as e:
+        raise SlurmQueryError(f"squeue did not answer ({type(e).__name__}: {e}); without it the launcher cannot "
+                              f"tell which runs are already queued or running, so nothing was submitted. "
+                              f"Retry when `squeue` works (check `squeue --me` and the SLURM controller)") from None
     if res.returncode != 0:
-        return None
-    return dict(line.split(None, 1) for line in res.stdout.splitlines() if " " in line)
+        said = (res.stderr.strip() or res.stdout.strip() or "no message").splitlines()[-1][:300]
+        raise SlurmQueryError(f"squeue failed (exit {res.returncode}: {said}); without it the launcher cannot tell "
+                              f"which runs are already queued or running, so nothing was submitted. Retry when "
+                              f"`squeue` works (check `squeue --me` and the SLURM controller)")
+    out = {}
+    for line in res.stdout.splitlines():
+        parts = line.split(None, 2)
+        if len(parts) >= 2:
+            out[parts[0]] = (parts[1], parts[2] if len(parts) > 2 else "")
+    return out
 
 
-def run_status(directory: Path, live: dict[str, str] | None) -> str:
-    """done | queued/running (job id) | partial (last logged step) | pending.
+def run_status(directory: Path, live: dict[str, str] | None, sweep_jobs: list[str] | None = None) -> str:
+    """done | diverged | queued/running (job id) | submitting? | partial (last logged step) | pending.
 
     queued/running needs the job id the launcher recorded in the run directory and squeue to see it.
+    A result.json that is corrupt or of another schema does not count as done (the status says why).
+    "submitting?" is a run whose last launch died between its marker and sbatch while jobs named after
+    the sweep (``sweep_jobs``) are live: possibly queued, so not submitted again.
     """
-    from benchmark.results import RESULT_FILE
+    from benchmark.results import check_result
     from benchmark.train import CHECKPOINT, LOG
 
-    if (directory / RESULT_FILE).is_file():
-        return "done"
-    sub = directory / SUBMISSION_FILE
-    if live is not None and sub.is_file():
-        job_id = json.loads(sub.read_text()).get("job_id")
-        if job_id in live:  # a requeued job is PENDING again
-            state = {"PENDING": "queued", "REQUEUED": "queued", "CONFIGURING": "running", "COMPLETING": "running"}
-            return f"{state.get(live[job_id], live[job_id].lower())} ({job_id})"
+    record, invalid = check_result(directory)
+    if record is not None:
+        return "diverged" if record["status"] == "diverged" else "done"
+    note = f"; {invalid}, not done" if invalid else ""
+    sub = _read_submission(directory)
+    if live is not None and sub.get("job_id") in live:  # a requeued job is PENDING again
+        job_id = sub["job_id"]
+        state = {"PENDING": "queued", "REQUEUED": "queued", "CONFIGURING": "running", "COMPLETING": "running"}
+        return f"{state.get(live[job_id], live[job_id].lower())} ({job_id})"
+    if sub.get("state") == "submitting" and sweep_jobs:
+        return f"submitting? (an interrupted launch; live jobs of this sweep: {', '.join(sweep_jobs[:3])})"
     if (directory / CHECKPOINT).is_file() or (directory / LOG).is_file():
-        return f"partial (step {_last_logged_step(directory / LOG)})"
-    return "pending"
+        return f"partial (step {_last_logged_step(directory / LOG)}{note})"
+    return f"pending{' (' + note[2:] + ')' if note else ''}"
+
+
+def _read_submission(directory: Path) -> dict:
+    try:
+        data = json.loads((directory / SUBMISSION_FILE).read_text())
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}
 
 
 def _last_logged_step(log: Path) -> str:
     try:
-        lines = log.read_text().strip().splitlines()
+        lines = [ln for ln in log.read_text().splitlines() if ln.strip()]
         return str(json.loads(lines[-1])["step"]) if lines else "0"
-    except (OSError, ValueError, KeyError):
+    except (OSError, ValueError, KeyError, IndexError):
         return "?"
 
 
 def submittable(status: str) -> bool:
-    return status == "pending" or status.startswith("partial")
+    return status.startswith(("pending", "partial"))
 
 
 def print_table(sweep: sweeps.Sweep, indices: list[int], cfgs: dict[int, RunConfig], status: dict[int, str],
@@ -310,17 +388,44 @@ def _ranges(indices: list[int]) -> str:
 
 def launch(args: argparse.Namespace, log=print) -> Launch:
     """Validate everything, print the table, submit what is not done. Raises SeqbenchError on bad input."""
-    from slurm.job import RunJob
-
     sweep = sweeps.load(args.sweep)
     indices = parse_only(args.only, len(sweep)) if args.only else list(range(len(sweep)))
     overrides = run_overrides(args)
     cfgs = dict(zip(indices, sweep.configs(overrides, indices), strict=True))
     preset = load_preset(args.cluster, preset_overrides(args))
-    if not args.dry_run:
-        check_executor(args.executor)
-    live = live_slurm_jobs()
-    status = {i: run_status(run_dir(cfgs[i]), live) for i in indices}
+    if args.dry_run:
+        return _launch(args, sweep, indices, cfgs, preset, overrides, log)
+    check_executor(args.executor)
+    lock = Path(overrides["out"]) / sweep.name / LAUNCH_LOCK
+    try:
+        with exclusive_lock(lock, f"a launch of sweep {sweep.name!r}", on_wait=log):
+            return _launch(args, sweep, indices, cfgs, preset, overrides, log)
+    except LockHeld as e:
+        raise SeqbenchError(f"{e} Runs already submitted by it are skipped by the next launch.") from None
+
+
+def _launch(args, sweep, indices, cfgs, preset, overrides, log) -> Launch:
+    from slurm.job import RunJob
+
+    # squeue only matters for runs with a recorded submission (nothing else can be queued): ask it then,
+    # and fail closed if it does not answer.
+    records = {i: _read_submission(run_dir(cfgs[i])) for i in indices}
+    try:
+        live = live_slurm_jobs() if any(records.values()) else None
+        if live is None and any(records.values()) and args.executor == "slurm":
+            raise SlurmQueryError("squeue is not on PATH, so the launcher cannot tell which of the runs submitted "
+                                  "before are still queued or running; nothing was submitted. Launch from a "
+                                  "node with SLURM's client commands")
+        interrupted = any(r.get("state") == "submitting" for r in records.values())
+        mine = live_sweep_jobs(sweep.name) if interrupted else []
+    except SlurmQueryError as e:
+        if not args.dry_run:
+            raise
+        log(f"warning: {e} (dry run: runs with a recorded submission are shown as unknown)")
+        status = {i: "unknown (squeue failed)" if (run_dir(cfgs[i]) / SUBMISSION_FILE).is_file() else
+                  run_status(run_dir(cfgs[i]), None) for i in indices}
+    else:
+        status = {i: run_status(run_dir(cfgs[i]), live, mine) for i in indices}
     result = Launch(sweep, skipped={i: s for i, s in status.items() if not submittable(s)})
     log(f"sweep {sweep.name}: {sweep.description} ({len(sweep)} runs, {len(indices)} selected)")
     print_table(sweep, indices, cfgs, status, log)
@@ -342,11 +447,24 @@ def launch(args: argparse.Namespace, log=print) -> Launch:
                                      slurm_max_num_timeout=preset.max_num_timeout)
     executor.update_parameters(**executor_parameters(preset, sweep.name))
     if args.executor == "slurm":
-        with executor.batch():
-            jobs = [executor.submit(RunJob(cfgs[i])) for i in todo]
+        previous = {i: _read_submission(run_dir(cfgs[i])) for i in todo}
+        for i in todo:  # before sbatch: a launch killed during it leaves a trace the next one sees
+            _write_submission(run_dir(cfgs[i]), {"state": "submitting", "index": i, "logs": str(logs)})
+        try:
+            with executor.batch():
+                jobs = [executor.submit(RunJob(cfgs[i])) for i in todo]
+        except BaseException:
+            for i in todo:  # nothing was submitted: put back what was there
+                d = run_dir(cfgs[i])
+                if previous[i]:
+                    _write_submission(d, previous[i])
+                else:
+                    (d / SUBMISSION_FILE).unlink(missing_ok=True)
+            raise
         result.jobs = dict(zip(todo, jobs, strict=True))
         for i, job in result.jobs.items():
-            _record_submission(run_dir(cfgs[i]), job, i, logs)
+            _write_submission(run_dir(cfgs[i]), {"state": "submitted", "job_id": job.job_id, "index": i,
+                                                 "logs": str(logs)})
         log(f"submitted {len(todo)} run(s) as job array {jobs[0].job_id.split('_')[0]} "
             f"(at most {preset.array_parallelism} at once); logs: {logs}")
         for i, job in result.jobs.items():
@@ -374,10 +492,9 @@ def _count(values) -> dict[str, int]:
     return out
 
 
-def _record_submission(directory: Path, job: Any, index: int, logs: Path) -> None:
-    directory.mkdir(parents=True, exist_ok=True)
-    record = {"job_id": job.job_id, "index": index, "logs": str(logs), "submitted": time.strftime("%Y-%m-%dT%H:%M:%S")}
-    (directory / SUBMISSION_FILE).write_text(json.dumps(record) + "\n")
+def _write_submission(directory: Path, record: dict) -> None:
+    record = {**record, "written": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    atomic_write_text(directory / SUBMISSION_FILE, json.dumps(record) + "\n", "submission record")
 
 
 def _wait(jobs: dict[int, Any], log) -> list[int]:
@@ -386,7 +503,7 @@ def _wait(jobs: dict[int, Any], log) -> list[int]:
     for i, job in jobs.items():
         try:
             res = job.results()[0]  # rank 0's (a multi-GPU job has one result per task)
-            log(f"run {i}: {res['status']} ({res['run_dir']})")
+            log(f"run {i}: {res['status']} ({res['run_dir']})" + (f": {res['message']}" if res.get("message") else ""))
             if res["status"] != "complete" and res["status"] != "skipped":
                 failed.append(i)
         except Exception as e:  # the job's own traceback is in its log

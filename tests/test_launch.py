@@ -10,6 +10,7 @@ import pytest
 
 from benchmark import sweeps
 from benchmark.config import run_dir
+from benchmark.results import write_result
 from slurm import launch
 from slurm.launch import ClusterPreset, executor_parameters, load_preset, main, parse_only
 
@@ -23,11 +24,16 @@ def dirs(out: Path, *extra: str) -> list[Path]:
     return [run_dir(sweep.config(i, launch.run_overrides(args))) for i in range(len(sweep))]
 
 
+def configs(out: Path, *extra: str) -> list:
+    args = launch.build_parser().parse_args(["--sweep", "smoke", "--out", str(out), *extra])
+    sweep = sweeps.load("smoke")
+    return [sweep.config(i, launch.run_overrides(args)) for i in range(len(sweep))]
+
+
 def test_dry_run_table_shows_status_of_every_run(tmp_path, capsys):
     out = tmp_path / "runs"
     d0, d1 = dirs(out)
-    d0.mkdir(parents=True)
-    (d0 / "result.json").write_text("{}")
+    write_result(d0, configs(out)[0], {"top1": 50.0}, {})
     d1.mkdir(parents=True)
     (d1 / "log.jsonl").write_text('{"step": 7, "loss": 1.0}\n')
     assert main(["--sweep", "smoke", "--dry-run", "--out", str(out)]) == 0
@@ -42,6 +48,14 @@ def test_dry_run_table_shows_status_of_every_run(tmp_path, capsys):
     assert main(["--sweep", "smoke", "--dry-run", "--out", str(out), "--only", "1"]) == 0
     lines = [ln for ln in capsys.readouterr().out.splitlines() if ln[:1].isdigit()]
     assert [ln.split()[0] for ln in lines] == ["1"]
+
+    # a diverged run is finished (not resubmitted); a result of another schema is not
+    write_result(d1, configs(out)[1], {}, {}, "diverged", {"step": 3, "what": "loss", "detail": "nan"})
+    (d0 / "result.json").write_text('{"schema_version": 0}')
+    assert main(["--sweep", "smoke", "--dry-run", "--out", str(out)]) == 0
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if ln[:1].isdigit()]
+    assert lines[0].split()[:2] == ["0", "pending"] and "schema_version 0" in lines[0]
+    assert lines[1].split()[:2] == ["1", "diverged"]
 
 
 def test_only_parsing():

@@ -17,6 +17,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from benchmark import fileio
 from benchmark import train as train_mod
 from benchmark.config import run_dir
 from benchmark.registry import resolve
@@ -60,7 +61,7 @@ def test_interrupted_and_resumed_run_matches_an_uninterrupted_one(tmp_path):
     d = run_dir(cfg)
     assert first.status == "interrupted" and first.result is None and not (d / "result.json").exists()
     # checkpointed at the stop step (mid-epoch), not at a checkpoint_every multiple
-    assert torch.load(d / "checkpoint.pt", weights_only=False)["step"] == 2
+    assert torch.load(d / "checkpoint.pt", weights_only=True)["step"] == 2
     assert not list(d.glob(".*tmp*"))
 
     second = run_one(cfg, log=lambda m: None)
@@ -84,17 +85,17 @@ def logged_losses(d: Path) -> list[float]:
 
 def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
     path = tmp_path / "checkpoint.pt"
-    train_mod.atomic_save({"step": 1}, path)
+    fileio.atomic_torch_save({"step": 1}, path)
 
     def dies_mid_write(obj, f):
         f.write(b"PK\x03\x04 half a checkpoint")
         raise KeyboardInterrupt  # e.g. SIGINT/SIGKILL-like interruption during the write
 
-    monkeypatch.setattr(train_mod.torch, "save", dies_mid_write)
+    monkeypatch.setattr(torch, "save", dies_mid_write)
     with pytest.raises(KeyboardInterrupt):
-        train_mod.atomic_save({"step": 2}, path)
+        fileio.atomic_torch_save({"step": 2}, path)
     monkeypatch.undo()
-    assert train_mod.load_checkpoint(path)["step"] == 1  # the previous checkpoint is intact
+    assert torch.load(path, weights_only=True)["step"] == 1  # the previous checkpoint is intact
     assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]  # no temporary file left behind
 
 
@@ -117,7 +118,7 @@ def test_requeue_signal_stops_at_a_step_and_the_job_resumes(tmp_path):
     out = RunJob(cfg)()
     t.join()
     assert out["status"] == "interrupted"
-    step = torch.load(d / "checkpoint.pt", weights_only=False)["step"]
+    step = torch.load(d / "checkpoint.pt", weights_only=True)["step"]
     assert 1 <= step < 9 and logged_steps(d) == list(range(1, step + 1))
     assert signal.getsignal(signal.SIGUSR2) == before and not stray  # the job restores the handler it replaced
     signal.signal(signal.SIGUSR2, own)
@@ -175,3 +176,26 @@ def test_a_process_with_live_workers_still_exits():
             "worker_init_fn=ignore_scheduler_signals))\nprint(next(it))\n")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
+
+
+def test_stop_hook_defers_to_the_step_raises_where_there_is_none_and_restores_handlers():
+    from benchmark.run import StopHook, StopRequested
+
+    before = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGUSR2, signal.SIGINT)}
+    with StopHook() as hook:
+        assert not hook()
+        os.kill(os.getpid(), signal.SIGTERM)  # in training: only a flag, polled after the step
+        assert hook() and hook.reason == "SIGTERM"
+        with pytest.raises(StopRequested, match="SIGTERM"):  # a pending stop ends a step-less section at once
+            with hook.immediate():
+                pass
+    with StopHook() as hook:
+        with pytest.raises(StopRequested, match="SIGUSR2"):
+            with hook.immediate():  # e.g. the probes
+                os.kill(os.getpid(), signal.SIGUSR2)
+                time.sleep(5)
+        os.kill(os.getpid(), signal.SIGINT)
+        with pytest.raises(KeyboardInterrupt):  # Ctrl-C twice: stop now
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(5)
+    assert {s: signal.getsignal(s) for s in before} == before

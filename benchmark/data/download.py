@@ -47,6 +47,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from benchmark.errors import DataError, SeqbenchError, user_message
+from benchmark.fileio import atomic_write_text
 
 MIRROR_ENV = "SEQBENCH_DOWNLOAD_MIRROR"
 CHUNK = 1 << 20
@@ -274,7 +275,8 @@ def obtain(asset: Asset, dest: Path, mirror: str | None, log: Callable[[str], No
 
 def _record_sha256(asset: Asset, dest: Path, log: Callable[[str], None]) -> None:
     sha = digest(dest, "sha256")
-    _sidecar(dest).write_text(f"{sha}  {dest.name}\n")  # sha256sum's format: `sha256sum -c` checks it too
+    # sha256sum's format: `sha256sum -c` checks it too
+    atomic_write_text(_sidecar(dest), f"{sha}  {dest.name}\n", "checksum")
     log(f"no checksum is published for {asset.filename}; its sha256 is {sha} (recorded in {_sidecar(dest)}; "
         f"later downloads into {dest.parent} are checked against it)")
 
