@@ -149,6 +149,7 @@ def exclusive_lock(path: str | Path, what: str, wait_s: float = 0.0,
     import fcntl
 
     path = Path(path)
+    created = [d for d in (path.parent, *path.parent.parents) if not d.exists()]  # removed again if left empty
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except PermissionError as e:
@@ -201,6 +202,11 @@ def exclusive_lock(path: str | Path, what: str, wait_s: float = 0.0,
         except OSError:
             pass
         os.close(fd)  # releases the flock
+        for d in created:  # deepest first: a block that wrote nothing leaves no empty folders behind
+            try:
+                d.rmdir()
+            except OSError:
+                break
 
 
 def _read_holder(path: Path) -> str:

@@ -285,7 +285,7 @@ def test_nan_loss_mid_run_ends_as_diverged_and_keeps_the_last_finite_checkpoint(
 
 # ---------------------------------------------------------------------------------------- probes
 def test_a_stop_or_kill_during_the_probes_resumes_with_the_training_numbers(tmp_path, monkeypatch):
-    import benchmark.run as run_mod
+    import benchmark.probes.evaluate as run_mod  # run.py imports evaluate from here when the probes start
 
     cfg = tiny_cfg(tmp_path)
     real = run_mod.evaluate
