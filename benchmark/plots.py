@@ -232,7 +232,8 @@ def curves(runs: pd.DataFrame, dataset: str, problems: list[Problem]) -> Figure 
             and ("loss" in log.columns or any(c.startswith("online_") for c in log.columns))]
     if not logs:
         return None
-    online = sorted({c for _, log in logs for c in log.columns if c.startswith("online_")})
+    online = sorted({c for _, log in logs for c in log.columns if c.startswith("online_")},
+                    key=lambda c: (c != "online_top1", c != "online_knn_top1", c))  # top-1s first, then R²
     panels = ["loss", "lr", *online]
     ncols = min(3, len(panels))
     nrows = math.ceil(len(panels) / ncols)
