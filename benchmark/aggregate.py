@@ -40,7 +40,7 @@ IGNORED_CFG = frozenset({
     "cfg.device", "cfg.out", "cfg.data.num_workers", "cfg.data.root", "cfg.data.split_dir",
     "cfg.train.progress", "cfg.train.log_every", "cfg.train.checkpoint_every",
     "cfg.data.decoded_cache", "cfg.train.channels_last", "cfg.train.fused_optimizer", "cfg.train.compile",
-    "cfg.train.online_probe_every", "cfg.train.online_probe_objects",
+    "cfg.train.online_probe_every", "cfg.train.online_probe_objects", "cfg.train.logger",
 })
 IGNORED_CFG_WORDS = ("path", "dir", "root", "output", "resume")  # paths of any future field
 

@@ -114,7 +114,10 @@ class TrainConfig:
     # trains on train.batch_size (as SIE's main.py; seq-JEPA's runs used one GPU). GPU-only: CPU ranks keep
     # per-rank statistics. No effect on one process. Recorded as provenance.batchnorm_statistics.
     sync_bn: bool = True
-    progress: bool = True  # tqdm progress bar
+    progress: bool = True  # progress: a tqdm bar on a terminal, plain lines in a log file (benchmark/progress.py)
+    # Live monitoring of the log.jsonl values (benchmark/monitor.py): "csv" = <run dir>/metrics.csv,
+    # "tensorboard" = <run dir>/tensorboard/, "wandb" = Weights & Biases (offline unless $WANDB_MODE says otherwise)
+    logger: Literal["none", "csv", "tensorboard", "wandb"] = "none"
     # Online probes (benchmark/probes/online.py): every N steps and before the first, held-out top-1, kNN top-1
     # and pair R^2 (rotation) of the current weights, fitted on a fixed monitor set, logged to log.jsonl.
     # Detached and RNG-neutral: they do not change the training, so they are not part of the run identity.
@@ -154,6 +157,9 @@ class ProbeConfig:
     bank_views: int = 12  # views per object in the bank (0 = all of them; 3DIEBench has 50)
     bank_draws: int = 1  # views / pairs drawn per training object per probe epoch (SIE, seq-JEPA: 1)
     hidden: int = 1024  # width of the MLP heads (rotation): in -> 1024 -> 1024 -> out
+    # kNN top-1 (benchmark/probes/knn.py): k neighbours, temperature t (Wu et al. 2018; lightly, solo-learn: 200, 0.1)
+    knn_k: int = 200
+    knn_t: float = 0.1
 
 
 @dataclass(frozen=True)
@@ -191,7 +197,7 @@ NON_SEMANTIC = {("device",), ("out",), ("data", "num_workers"), ("data", "root")
                 ("data", "saccade", "saliency_dir"), ("train", "progress"), ("train", "log_every"),
                 ("train", "checkpoint_every"), ("data", "decoded_cache"), ("data", "cache_dir"),
                 ("train", "channels_last"), ("train", "fused_optimizer"), ("train", "compile"),
-                ("train", "online_probe_every"), ("train", "online_probe_objects")}
+                ("train", "online_probe_every"), ("train", "online_probe_objects"), ("train", "logger")}
 
 
 def _type_name(tp: Any) -> str:

@@ -169,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {user_message(e)}", file=sys.stderr)
         return 2
     m = outcome.result["metrics"] if outcome.result else {}
-    keys = [k for k in ("top1", "rotation_r2", "color_r2") if isinstance(m.get(k), int | float)]
+    keys = [k for k in ("top1", "knn_top1", "rotation_r2", "color_r2") if isinstance(m.get(k), int | float)]
     print("  ".join(f"{k}={m[k]:.4g}" for k in keys))
     print(outcome.run_dir)
     return 0

@@ -359,7 +359,7 @@ def check(cfg: RunConfig) -> None:
                 "probe.epochs": cfg.probe.epochs, "probe.batch_size": cfg.probe.batch_size,
                 "probe.train_samples": cfg.probe.train_samples, "probe.val_samples": cfg.probe.val_samples,
                 "probe.bank_draws": cfg.probe.bank_draws, "train.checkpoint_every": cfg.train.checkpoint_every,
-                "train.log_every": cfg.train.log_every}
+                "train.log_every": cfg.train.log_every, "probe.knn_k": cfg.probe.knn_k}
     if cfg.probe.bank_views == 1 or cfg.probe.bank_views < 0:
         raise ConfigError(f"probe.bank_views must be 0 (every view of an object) or >= 2, got {cfg.probe.bank_views}")
     for k, v in positive.items():
@@ -368,6 +368,12 @@ def check(cfg: RunConfig) -> None:
     if not cfg.probe.lr > 0 or not cfg.probe.weight_decay >= 0:
         raise ConfigError(f"probe.lr must be > 0 and probe.weight_decay >= 0, got {cfg.probe.lr} and "
                           f"{cfg.probe.weight_decay}")
+    if not cfg.probe.knn_t > 0:
+        raise ConfigError(f"probe.knn_t (the kNN temperature) must be > 0, got {cfg.probe.knn_t}")
+    if cfg.train.logger == "wandb":
+        from benchmark.monitor import require_wandb
+
+        require_wandb()
     if cfg.train.epochs < 0:
         raise ConfigError(f"train.epochs must be >= 0 (0 = evaluate at random initialisation), got {cfg.train.epochs}")
     if cfg.device not in ("cpu", "cuda", "auto") and not cfg.device.startswith("cuda:"):

@@ -456,7 +456,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_ABORTED
     if outcome.result and outcome.status in ("complete", "skipped") and outcome.result["status"] == "complete":
         m = outcome.result["metrics"]
-        keys = [k for k in ("top1", "rotation_r2", "color_r2", "indiv_rotation_r2") if k in m]
+        keys = [k for k in ("top1", "knn_top1", "rotation_r2", "color_r2", "indiv_rotation_r2") if k in m]
         print("  ".join(f"{k}={m[k]:.4g}" for k in keys if isinstance(m[k], int | float)))
     from benchmark import distributed
 

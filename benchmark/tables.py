@@ -28,11 +28,12 @@ FAMILIES = {
     "seq-JEPA": ("seqjepa", "conv-ijepa"),
 }
 FAMILY_ORDER = ("invariant", "equivariant", "seq-JEPA", "external", "other")
-METRIC_LABELS = {"top1": "top-1 (%)", "rotation_r2": "rot. R²", "indiv_rotation_r2": "indiv. rot. R²",
+METRIC_LABELS = {"top1": "top-1 (%)", "knn_top1": "kNN top-1 (%)", "rotation_r2": "rot. R²", "indiv_rotation_r2": "indiv. rot. R²",
                  "color_r2": "colour R²", "aug_r2": "aug. R²", "crop_r2": "crop R²", "jitter_r2": "jitter R²",
                  "blur_r2": "blur R²", "position_r2": "position R²"}
-MAIN_METRICS = ("top1", "rotation_r2", "indiv_rotation_r2", "color_r2")
-IMAGE_METRICS = ("top1", "aug_r2", "crop_r2", "jitter_r2", "blur_r2", "position_r2")
+MAIN_METRICS = ("top1", "knn_top1", "rotation_r2", "indiv_rotation_r2", "color_r2")
+IMAGE_METRICS = ("top1", "knn_top1", "aug_r2", "crop_r2", "jitter_r2", "blur_r2", "position_r2")
+OPTIONAL_METRICS = ("knn_top1",)  # not in the paper: a column only where some run has it (older results lack it)
 BY_EVAL_LEN = "top1_by_eval_len."
 IDENT = ("dataset", "method", "seq_len", "eval_seq_len", "act_cond")  # what a published value is matched on
 
@@ -56,8 +57,8 @@ def family(method: str) -> str:
 
 
 def digits(metric: str) -> int:
-    """top-1 in percent gets 2 decimals, R² (and anything else) 3."""
-    return 2 if metric.startswith("top1") else 3
+    """top-1 (linear or kNN) in percent gets 2 decimals, R² (and anything else) 3."""
+    return 2 if metric.startswith(("top1", "knn_top1")) else 3
 
 
 def stat_col(metric: str, what: str) -> str:
@@ -338,7 +339,8 @@ def metric_table(name: str, title: str, cells: pd.DataFrame, paper: Paper | None
     columns = [Column("method", "Method")] + [Column(k, ID_LABELS[k]) for k in id_cols]
     for metric in metrics:
         has_ref = any(r[f"{metric}_paper"] is not None for r in body)
-        if drop_empty and metric != "top1" and not has_ref and all(r[metric] is None for r in body):
+        droppable = drop_empty or metric in OPTIONAL_METRICS
+        if droppable and metric != "top1" and not has_ref and all(r[metric] is None for r in body):
             continue
         columns.append(Column(metric, METRIC_LABELS.get(metric, metric), "stat"))
         if has_ref:
@@ -408,7 +410,7 @@ def build_tables(cells: pd.DataFrame, seq_cells: pd.DataFrame, paper: Paper | No
         pds = paper_dataset(dataset, compare_mini)
         expected = [e for e in paper.rows("main") if e.ident["dataset"] == pds] if paper and pds else []
         tag = " (mini dataset: not comparable)" if dataset.endswith("-mini") and pds else ""
-        # The main table keeps all four columns even when empty: it has the paper's shape.
+        # The main table keeps the paper's four columns even when empty: it has the paper's shape.
         return table(f"main_{dataset}", f"3DIEBench main table ({dataset}){tag}",
                      cells[cells["dataset"] == dataset], expected, MAIN_METRICS, drop_empty=False)
 

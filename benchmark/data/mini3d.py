@@ -29,10 +29,10 @@ import numpy as np
 import torch
 from PIL import Image
 from scipy.spatial.transform import Rotation
-from tqdm import tqdm
 
 from benchmark.config import MiniConfig, to_dict
 from benchmark.errors import ConfigError
+from benchmark.progress import Progress
 
 GENERATOR_VERSION = 3  # 2: three materials per object over its primitives; 3: the pose-only variant
 CLASS_NAMES = ["airplane", "chair", "table", "lamp", "mug", "car", "guitar", "sofa", "bottle", "tower"]
@@ -297,8 +297,8 @@ def generate(cfg: MiniConfig, cache_dir: Path | None = None, progress: bool = Tr
     for _, _, c, i in jobs:
         splits["val" if i < n_val else "train"].append((f"/{SYNSET_BASE + c:08d}/{CLASS_NAMES[c]}{i:04d}/", c))
     workers = render_workers(len(jobs)) if workers is None else workers
-    with tqdm(total=len(jobs), desc=f"rendering 3diebench-mini ({max(workers, 1)} process(es))", unit="obj",
-              disable=not progress) as bar:
+    with Progress(len(jobs), f"rendering 3diebench-mini ({max(workers, 1)} process(es))", "obj",
+                  enabled=progress) as bar:
         if workers <= 0:
             for job in jobs:
                 _render_object(job)
