@@ -28,9 +28,9 @@ FAMILIES = {
     "seq-JEPA": ("seqjepa", "conv-ijepa"),
 }
 FAMILY_ORDER = ("invariant", "equivariant", "seq-JEPA", "external", "other")
-METRIC_LABELS = {"top1": "top-1 (%)", "knn_top1": "kNN top-1 (%)", "rotation_r2": "rot. R²", "indiv_rotation_r2": "indiv. rot. R²",
-                 "color_r2": "colour R²", "aug_r2": "aug. R²", "crop_r2": "crop R²", "jitter_r2": "jitter R²",
-                 "blur_r2": "blur R²", "position_r2": "position R²"}
+METRIC_LABELS = {"top1": "top-1 (%)", "knn_top1": "kNN top-1 (%)", "rotation_r2": "rot. R²",
+                 "indiv_rotation_r2": "indiv. rot. R²", "color_r2": "colour R²", "aug_r2": "aug. R²",
+                 "crop_r2": "crop R²", "jitter_r2": "jitter R²", "blur_r2": "blur R²", "position_r2": "position R²"}
 MAIN_METRICS = ("top1", "knn_top1", "rotation_r2", "indiv_rotation_r2", "color_r2")
 IMAGE_METRICS = ("top1", "knn_top1", "aug_r2", "crop_r2", "jitter_r2", "blur_r2", "position_r2")
 OPTIONAL_METRICS = ("knn_top1",)  # not in the paper: a column only where some run has it (older results lack it)

@@ -64,7 +64,7 @@ def fit_head(head: nn.Module, data: EpochData, loss_fn, cfg: ProbeConfig, seed: 
                 loss.backward()
                 opt.step()
             if progress:
-                bar.set_postfix(loss=f"{float(loss):.4g}")  # one host sync per epoch, only when shown
+                bar.set_postfix(loss=f"{float(loss.detach()):.4g}")  # one host sync per epoch, only when shown
             bar.update(1)
     head.eval()
     return head
