@@ -2,8 +2,10 @@
 
 Resolution order (later wins): dataclass defaults -> the dataset's preset -> ``--config FILE.yaml``
 -> CLI flags -> ``--set key=value``. Unknown keys and wrong types are rejected with a message that
-names the key and lists the valid ones. The method's own options live under ``model`` and are
-checked against that method's ``Config`` dataclass.
+names the key, where it was set (:class:`Overrides`: the file, ``--set KEY=VALUE``, the flag, the
+``per_method`` block) and the valid keys, suggesting the closest. The method's own options live under
+``model`` and are checked against that method's ``Config`` dataclass. Every YAML file and ``--set``
+value is read with YAML 1.2 numbers (``1e-3`` is a float; benchmark/yamlio.py).
 """
 
 from __future__ import annotations
@@ -407,18 +409,18 @@ class Overrides:
         return inside[-1] if inside else default
 
 
-def _leaves(d: dict, prefix: str = "") -> Iterator[tuple[str, Any]]:
-    """(dotted key, value) of every non-mapping value and every empty mapping of ``d``."""
+def leaves(d: dict, prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """(dotted key, value) of every non-mapping value and every empty mapping of nested ``d``."""
     for k, v in d.items():
         if isinstance(v, dict) and v:
-            yield from _leaves(v, _join(prefix, k))
+            yield from leaves(v, _join(prefix, k))
         else:
             yield _join(prefix, k), v
 
 
 def layer(values: dict, source: str) -> Overrides:
     """Every key of ``values`` set by ``source``."""
-    return Overrides(values, {k: source for k, _ in _leaves(values)})
+    return Overrides(values, {k: source for k, _ in leaves(values)})
 
 
 def stack(*layers: Overrides | dict) -> Overrides:
@@ -428,7 +430,7 @@ def stack(*layers: Overrides | dict) -> Overrides:
     for lay in layers:
         lay = lay if isinstance(lay, Overrides) else layer(lay, "the config")
         values = merge(values, lay.values)
-        for key, value in _leaves(lay.values):
+        for key, value in leaves(lay.values):
             if not isinstance(value, dict):  # a value replaces the whole section it lands on
                 origins = {k: s for k, s in origins.items() if not k.startswith(key + ".")}
         origins.update(lay.origins)
@@ -483,7 +485,7 @@ def layered_overrides(config_files: list[str], flags: dict, sets: list[str],
 
     flags = drop_none(flags)
     names = flag_names or {}
-    from_flags = Overrides(flags, {k: names.get(k, "a command-line flag") for k, _ in _leaves(flags)})
+    from_flags = Overrides(flags, {k: names.get(k, "a command-line flag") for k, _ in leaves(flags)})
     return stack(*(layer(load_yaml(f), str(f)) for f in config_files), from_flags, set_overrides(sets))
 
 

@@ -15,7 +15,7 @@ from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from benchmark import preflight
-from benchmark.config import PROBE_PRESETS, Overrides, RunConfig, from_dict, layer, stack, to_dict
+from benchmark.config import PROBE_PRESETS, Overrides, RunConfig, from_dict, layer, leaves, stack, to_dict
 from benchmark.data import checks
 from benchmark.errors import ConfigError
 from benchmark.preflight import DataSizes
@@ -374,7 +374,7 @@ def resolve_with_sources(user: dict | Overrides, source: str = "the config") -> 
     # probe preset, below everything set directly.
     block = per_method.get(method, {})
     direct = Overrides(values, {k: s for k, s in user.origins.items() if k.partition(".")[0] != "per_method"})
-    explicit = stack(Overrides(block, {k: _block_source(method, k, user) for k, _ in _dotted(block)}), direct)
+    explicit = stack(Overrides(block, {k: _block_source(method, k, user) for k, _ in leaves(block)}), direct)
     probe = probe_preset(entry, explicit.values, explicit.source_of("probe.preset", f"the {dataset} preset"))
     layers = stack(layer(entry.defaults, f"the {dataset} preset (benchmark/registry.py)"),
                    layer(probe, f"probe.preset {probe_name(entry, explicit.values)!r}"), explicit)
@@ -390,15 +390,6 @@ def _named(lookup: Callable[[str], T], name: str, source: str) -> T:
         return lookup(name)
     except ConfigError as e:
         raise ConfigError(f"{e} (in {source})") from None
-
-
-def _dotted(d: dict, prefix: str = "") -> Iterator[tuple[str, Any]]:
-    for k, v in d.items():
-        key = f"{prefix}.{k}" if prefix else str(k)
-        if isinstance(v, dict) and v:
-            yield from _dotted(v, key)
-        else:
-            yield key, v
 
 
 def _block_source(method: str, key: str, user: Overrides) -> str:
@@ -426,7 +417,7 @@ def check(cfg: RunConfig, source_of: Callable[[str], str] | None = None) -> None
 
     if cfg.data.seq_len < 1:
         raise fail("data.seq_len", f"data.seq_len (--seq-len) must be >= 1 observed view, got {cfg.data.seq_len}")
-    lens = {"probe.eval_seq_len": cfg.eval_seq_len} if cfg.probe.eval_seq_len is not None else {}
+    lens = {"probe.eval_seq_len": cfg.probe.eval_seq_len} if cfg.probe.eval_seq_len is not None else {}
     lens.update({f"probe.eval_seq_lens[{i}]": m for i, m in enumerate(cfg.probe.eval_seq_lens)})
     for k, m in lens.items():
         if m < 1:
