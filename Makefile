@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml constraints.txt
 venv: $(STAMP)
 
 run: $(STAMP)
-	$(PY) -m benchmark.run --method seqjepa --dataset 3diebench-mini $(ARGS)
+	$(PY) -m benchmark.run --method seqjepa --config benchmark/configs/pattern.yaml $(ARGS)
 
 test: $(STAMP)
 	$(PY) -m pytest -q $(ARGS)

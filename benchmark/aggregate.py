@@ -1,13 +1,16 @@
 """Aggregate finished runs into the paper's tables and figures, beside the published numbers.
 
     python -m benchmark.aggregate [--runs results/runs] [--out results/] [--no-plots] [--no-paper]
+                                  [--latex paper] [--title TEXT]
 
 Pipeline (pure functions; no torch, so it runs anywhere in a second):
 glob ``**/result.json`` -> one DataFrame row per run (`load_runs`) -> cells = runs that share their
 configuration except the seed (`assign_cells`, `drop_duplicates`) -> mean/std/n per cell (`cell_stats`)
--> tables (`benchmark.tables`) and figures (`benchmark.plots`). Whatever cannot be averaged honestly
-(corrupt files, other schema versions, partial runs, NaN metrics, duplicate configs, published rows we
-have no run for) is listed in coverage.md, never silently dropped.
+-> tables (`benchmark.tables`) and figures (`benchmark.plots`) -> report.html, all of it on one
+self-contained page (`benchmark.report`). Whatever cannot be averaged honestly (corrupt files, other schema
+versions, partial runs, NaN metrics, duplicate configs, published rows we have no run for) is listed in
+coverage.md, never silently dropped. Every file is written atomically with the umask's mode
+(benchmark/fileio.py), so collaborators can read it and never see half of it.
 """
 
 from __future__ import annotations
@@ -205,9 +208,15 @@ def coverage_markdown(runs_dir: Path, n_runs: int, cells: pd.DataFrame, problems
     return "\n".join(lines) + "\n"
 
 
+DEFAULT_TITLE = "seqbench results"
+
+
 def aggregate(runs_dir: Path, out: Path, plots: bool = True, paper_path: Path | None = T.PAPER_YAML,
-              compare_mini: bool = False) -> tuple[list[Path], list[Problem]]:
-    """Write every table, figure, runs.csv and coverage.md; return (paths written, coverage findings).
+              compare_mini: bool = False, latex: str = "annotated",
+              title: str = DEFAULT_TITLE) -> tuple[list[Path], list[Problem]]:
+    """Write every table, figure, runs.csv, coverage.md and report.html; return (paths written, findings).
+
+    `latex` is the style of the .tex tables (`benchmark.tables.LATEX_STYLES`); `title` heads report.html.
 
     Raises SystemExit with a message (no traceback) when there is nothing to aggregate.
     """
@@ -235,8 +244,9 @@ def aggregate(runs_dir: Path, out: Path, plots: bool = True, paper_path: Path | 
         tables = T.build_tables(cells, seq_cells, paper, compare_mini)
         flat = runs.drop(columns=["nan_metrics"]).to_csv(index=False)
         written.append(T.write_atomic(out / "runs.csv", flat))
+        context = {"runs": str(runs_dir), "runs_aggregated": len(runs), "cells": len(cells)}
         for table in tables:
-            written += T.write_table(table, out / "tables")
+            written += T.write_table(table, out / "tables", latex, context)
         if plots:
             from benchmark import plots as P  # matplotlib costs ~1 s; --no-plots skips it
 
@@ -244,10 +254,15 @@ def aggregate(runs_dir: Path, out: Path, plots: bool = True, paper_path: Path | 
                                                     compare_mini)
             written += figures
             problems += log_problems
-    report = coverage_markdown(runs_dir, len(runs), cells, problems, {t.name: t.missing for t in tables})
-    written.append(T.write_atomic(out / "coverage.md", report))
+    coverage = coverage_markdown(runs_dir, len(runs), cells, problems, {t.name: t.missing for t in tables})
+    written.append(T.write_atomic(out / "coverage.md", coverage))
     if runs.empty:
         raise SystemExit(f"error: no valid result.json under {runs_dir}; see {out / 'coverage.md'}")
+    from benchmark.report import render_report  # jinja2 only when a report is written
+
+    html = render_report(title=title, runs_dir=runs_dir, runs=runs, n_cells=len(cells), tables=tables,
+                         figures=written, plots=plots, coverage_md=coverage, problems=problems)
+    written.append(T.write_atomic(out / "report.html", html))
     return written, problems
 
 
@@ -256,15 +271,20 @@ def main(argv: list[str] | None = None) -> None:
                                      description=__doc__.split("\n\n")[0])
     add = parser.add_argument
     add("--runs", type=Path, default=Path("results/runs"), help="folder searched for **/result.json")
-    add("--out", type=Path, default=Path("results"), help="gets tables/, figures/, coverage.md, runs.csv")
+    add("--out", type=Path, default=Path("results"),
+        help="gets tables/, figures/, coverage.md, runs.csv and report.html")
     add("--no-plots", action="store_true", help="tables and coverage only (no matplotlib)")
     add("--no-paper", action="store_true", help="leave out the published numbers and differences")
     add("--paper", type=Path, default=T.PAPER_YAML, help="reference file of published numbers")
     add("--compare-mini", action="store_true",
         help="compare *-mini runs with the full dataset's published numbers too (labelled not comparable)")
+    add("--latex", choices=T.LATEX_STYLES, default="annotated",
+        help="annotated: '$mean \\pm std$ (n=...)' in our cells; paper: '$mean \\pm std$' only, ready to paste")
+    add("--title", default=DEFAULT_TITLE, help="heading of report.html (say what the results are)")
     args = parser.parse_args(argv)
     paper = None if args.no_paper else args.paper
-    written, problems = aggregate(args.runs, args.out, not args.no_plots, paper, args.compare_mini)
+    written, problems = aggregate(args.runs, args.out, not args.no_plots, paper, args.compare_mini, args.latex,
+                                  args.title)
     for path in written:
         print(f"wrote {path}")
     if problems:

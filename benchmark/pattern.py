@@ -14,6 +14,7 @@ ablation, SIE above VICReg) are checked per seed and printed with their margins.
 from __future__ import annotations
 
 import argparse
+import io
 import math
 import sys
 from dataclasses import dataclass
@@ -24,7 +25,7 @@ import pandas as pd
 from benchmark import tables as T
 from benchmark.aggregate import load_runs
 from benchmark.errors import SeqbenchError, user_message
-from benchmark.fileio import atomic_write_text
+from benchmark.fileio import atomic_write_bytes, atomic_write_text
 
 START, END = "<!-- pattern:start -->", "<!-- pattern:end -->"
 METRICS = ("top1", "rotation_r2", "color_r2", "indiv_rotation_r2", "images_per_s")
@@ -152,9 +153,10 @@ def figure(runs: pd.DataFrame, paper: T.Paper, path: Path) -> None:
         a.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="best")
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=120)
     plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue(), "figure")  # atomic, umask mode, like every aggregator output
 
 
 def report(runs_dir: Path, doc: Path, fig_path: Path, paper_path: Path = T.PAPER_YAML) -> str:

@@ -1,5 +1,9 @@
 """Figures for the aggregator (PNG + PDF): invariance/equivariance trade-off, metrics vs sequence length,
-top-1 heatmaps over training x inference length (ours beside the paper's), and training curves.
+top-1 heatmaps over training x inference length (ours beside the paper's), and training curves (loss, the
+seq-JEPA batch-mean baseline loss, learning rate and the online probes ``online_*`` from each log.jsonl).
+
+Every series is drawn with markers, so a run that logged a single point, or a cell with one length, still
+shows. Figures are saved to memory and written through benchmark/fileio.py (atomic, umask mode).
 
 Figures use matplotlib's object API on the Agg canvas (no pyplot): nothing global is touched, no display
 is needed, and figures are freed as soon as they are saved.
@@ -205,25 +209,59 @@ def _read_log(path: Path, problems: list[Problem]) -> pd.DataFrame:
     return pd.DataFrame([r for r in rows if isinstance(r, dict)])
 
 
+def _series(ax: Axes, log: pd.DataFrame, col: str, **style: Any) -> None:
+    """One run's `col` against step; markers (thinned on long logs) so a single logged point shows."""
+    pts = log[["step", col]].apply(pd.to_numeric, errors="coerce").dropna()
+    if not pts.empty:
+        ax.plot(pts["step"], pts[col], marker="o", ms=3, markevery=max(1, len(pts) // 25), lw=1, alpha=0.8,
+                **style)
+
+
+CURVE_LABELS = {"loss": "training loss", "lr": "learning rate"}
+
+
 def curves(runs: pd.DataFrame, dataset: str, problems: list[Problem]) -> Figure | None:
-    """Training loss and learning rate against step: one thin line per run, coloured by method."""
+    """Loss (seq-JEPA's baseline_loss dashed), learning rate and each online probe against step.
+
+    One line per run, coloured by method. The online probes (``online_top1``, ``online_knn_top1``,
+    ``online_<target>_r2``) are logged every ``train.online_probe_every`` steps and once at step 0.
+    """
     paths = [(r["method"], Path(r["path"]) / "log.jsonl") for r in runs.to_dict("records")]
     logs = [(m, _read_log(p, problems)) for m, p in paths if p.exists()]
-    logs = [(m, log) for m, log in logs if {"step", "loss"} <= set(log.columns)]
+    logs = [(m, log) for m, log in logs if "step" in log.columns
+            and ("loss" in log.columns or any(c.startswith("online_") for c in log.columns))]
     if not logs:
         return None
-    fig = _figure(12.0, 4.5)
-    axes = fig.subplots(1, 2)
+    online = sorted({c for _, log in logs for c in log.columns if c.startswith("online_")},
+                    key=lambda c: (c != "online_top1", c != "online_knn_top1", c))  # top-1s first, then R²
+    panels = ["loss", "lr", *online]
+    ncols = min(3, len(panels))
+    nrows = math.ceil(len(panels) / ncols)
+    fig = _figure(5.0 * ncols, 3.8 * nrows + 0.6)
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
     methods = sorted({m for m, _ in logs})
     colors = dict(zip(methods, sns.color_palette("colorblind", len(methods)), strict=True))
+    baseline = False
     for method, log in logs:
-        for ax, col in zip(axes, ("loss", "lr"), strict=True):
+        for ax, col in zip(axes, panels, strict=False):
             if col in log:
-                ax.plot(log["step"], log[col], color=colors[method], lw=1, alpha=0.8)
-    for ax, label in zip(axes, ("training loss", "learning rate"), strict=True):
+                _series(ax, log, col, color=colors[method])
+        if "baseline_loss" in log:
+            _series(axes[0], log, "baseline_loss", color=colors[method], ls="--", mfc="none")
+            baseline = True
+    for ax, col in zip(axes, panels, strict=False):
+        label = CURVE_LABELS.get(col) or "online probe: " + T.METRIC_LABELS.get(col[7:], col[7:])
         ax.set(xlabel="training step", ylabel=label, title=f"{label} vs step")
+        ax.title.set_fontsize(10)
         ax.grid(alpha=0.3)
-    axes[0].legend(handles=[Line2D([], [], color=colors[m], label=m) for m in methods], fontsize=8, title="method")
+        if not ax.has_data():
+            ax.text(0.5, 0.5, "not logged", ha="center", va="center", transform=ax.transAxes, color="0.5")
+    for ax in axes[len(panels):]:
+        ax.set_visible(False)
+    handles = [Line2D([], [], color=colors[m], marker="o", ms=3, label=m) for m in methods]
+    if baseline:
+        handles.append(Line2D([], [], color="0.3", ls="--", label="baseline_loss (batch-mean target)"))
+    axes[0].legend(handles=handles, fontsize=8, title="method")
     fig.suptitle(f"{dataset}: training curves (one line per run, from log.jsonl)")
     return fig
 

@@ -1,11 +1,15 @@
 """Tables for the aggregator: per-cell statistics, published reference values, and the Markdown / LaTeX
 (booktabs) / CSV renderings of the 3DIEBench main table, the two ablations and the image-dataset tables.
 
+The CSV files hold nothing but the header and the rows (``pandas.read_csv(path)`` reads them as they are);
+what produced them, their notes and what each column means go to a ``<table>.provenance.json`` beside them.
+
 Pure functions over the DataFrames built by `benchmark.aggregate`; no torch, no matplotlib.
 """
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -28,11 +32,14 @@ FAMILIES = {
     "seq-JEPA": ("seqjepa", "conv-ijepa"),
 }
 FAMILY_ORDER = ("invariant", "equivariant", "seq-JEPA", "external", "other")
-METRIC_LABELS = {"top1": "top-1 (%)", "rotation_r2": "rot. R²", "indiv_rotation_r2": "indiv. rot. R²",
-                 "color_r2": "colour R²", "aug_r2": "aug. R²", "crop_r2": "crop R²", "jitter_r2": "jitter R²",
-                 "blur_r2": "blur R²", "position_r2": "position R²"}
-MAIN_METRICS = ("top1", "rotation_r2", "indiv_rotation_r2", "color_r2")
-IMAGE_METRICS = ("top1", "aug_r2", "crop_r2", "jitter_r2", "blur_r2", "position_r2")
+METRIC_LABELS = {"top1": "top-1 (%)", "knn_top1": "k-NN top-1 (%)", "rotation_r2": "rot. R²",
+                 "indiv_rotation_r2": "indiv. rot. R²", "color_r2": "colour R²", "aug_r2": "aug. R²",
+                 "crop_r2": "crop R²", "jitter_r2": "jitter R²", "blur_r2": "blur R²", "position_r2": "position R²"}
+MAIN_METRICS = ("top1", "knn_top1", "rotation_r2", "indiv_rotation_r2", "color_r2")
+IMAGE_METRICS = ("top1", "knn_top1", "aug_r2", "crop_r2", "jitter_r2", "blur_r2", "position_r2")
+# Metrics that only some results carry (k-NN top-1 came later than the first runs): a column only when a run
+# or a published row has them, even in the main table, which otherwise keeps the paper's shape.
+OPTIONAL_METRICS = ("knn_top1",)
 BY_EVAL_LEN = "top1_by_eval_len."
 IDENT = ("dataset", "method", "seq_len", "eval_seq_len", "act_cond")  # what a published value is matched on
 
@@ -56,8 +63,8 @@ def family(method: str) -> str:
 
 
 def digits(metric: str) -> int:
-    """top-1 in percent gets 2 decimals, R² (and anything else) 3."""
-    return 2 if metric.startswith("top1") else 3
+    """top-1 in percent (linear or k-NN) gets 2 decimals, R² (and anything else) 3."""
+    return 2 if metric.startswith(("top1", "knn_top1")) else 3
 
 
 def stat_col(metric: str, what: str) -> str:
@@ -130,8 +137,14 @@ class Stat:
     def tex(self) -> str:
         if self.n == 0:
             return f"NaN {self.count()}"
+        return f"{self.tex_paper()} {self.count()}"
+
+    def tex_paper(self) -> str:
+        """``$mean \\pm std$`` alone, as a paper prints it (the seed counts stay in the CSV)."""
+        if self.n == 0:
+            return "NaN"
         spread = f" \\pm {self.std:.{self.digits}f}" if self.n > 1 else ""
-        return f"${self.mean:.{self.digits}f}{spread}$ {self.count()}"
+        return f"${self.mean:.{self.digits}f}{spread}$"
 
 
 def get_stat(cell: Mapping[str, Any], metric: str) -> Stat | None:
@@ -338,7 +351,8 @@ def metric_table(name: str, title: str, cells: pd.DataFrame, paper: Paper | None
     columns = [Column("method", "Method")] + [Column(k, ID_LABELS[k]) for k in id_cols]
     for metric in metrics:
         has_ref = any(r[f"{metric}_paper"] is not None for r in body)
-        if drop_empty and metric != "top1" and not has_ref and all(r[metric] is None for r in body):
+        droppable = (drop_empty and metric != "top1") or metric in OPTIONAL_METRICS
+        if droppable and not has_ref and all(r[metric] is None for r in body):
             continue
         columns.append(Column(metric, METRIC_LABELS.get(metric, metric), "stat"))
         if has_ref:
@@ -399,7 +413,7 @@ def seqlen_table(seq_cells: pd.DataFrame, paper: Paper | None, compare_mini: boo
 
 def build_tables(cells: pd.DataFrame, seq_cells: pd.DataFrame, paper: Paper | None,
                  compare_mini: bool) -> list[Table]:
-    """Every table the aggregator writes, in output order."""
+    """Every table the aggregator writes, in output order: only for datasets (and ablations) with runs."""
     def table(name: str, title: str, rows: pd.DataFrame, expected: list[PaperEntry], metrics: Sequence[str],
               id_cols: Sequence[str] = ("seq_len", "eval_seq_len"), drop_empty: bool = True) -> Table:
         return metric_table(name, title, rows, paper, compare_mini, expected, metrics, id_cols, drop_empty)
@@ -413,11 +427,15 @@ def build_tables(cells: pd.DataFrame, seq_cells: pd.DataFrame, paper: Paper | No
                      cells[cells["dataset"] == dataset], expected, MAIN_METRICS, drop_empty=False)
 
     datasets = sorted(set(cells["dataset"]))
-    tables = [main("3diebench")] + [main(d) for d in datasets if d.startswith("3diebench-")]
-    tables.append(table("action_ablation", "Action-conditioning ablation (seq-JEPA with / without act_cond)",
-                        cells[cells["method"] == "seqjepa"], paper.rows("action") if paper else [],
-                        MAIN_METRICS, ("dataset", "act_cond", "seq_len", "eval_seq_len")))
-    tables.append(seqlen_table(seq_cells, paper, compare_mini))
+    tables = [main(d) for d in datasets if d == "3diebench" or d.startswith("3diebench-")]
+    seqjepa = cells[cells["method"] == "seqjepa"]
+    if not seqjepa.empty:
+        ran = {paper_dataset(d, compare_mini) for d in seqjepa["dataset"]}
+        expected = [e for e in paper.rows("action") if e.ident["dataset"] in ran] if paper else []
+        tables.append(table("action_ablation", "Action-conditioning ablation (seq-JEPA with / without act_cond)",
+                            seqjepa, expected, MAIN_METRICS, ("dataset", "act_cond", "seq_len", "eval_seq_len")))
+    seqlen = seqlen_table(seq_cells, paper, compare_mini)
+    tables += [seqlen] if seqlen.rows else []
     tables += [table(d, f"Image dataset {d}", cells[cells["dataset"] == d], [], IMAGE_METRICS)
                for d in datasets if not d.startswith("3diebench")]
     return tables
@@ -450,11 +468,24 @@ def to_markdown(table: Table) -> str:
     return "\n".join([GENERATED_MD, f"## {table.title}", "", header, rule, *rows, "", *notes]) + "\n"
 
 
-def to_latex(table: Table) -> str:
-    """A booktabs tabular; the notes follow as % comments (put them in your caption)."""
+LATEX_STYLES = ("annotated", "paper")
+
+
+def _tex_cell(value: Stat | Ref, style: str) -> str:
+    return value.tex_paper() if style == "paper" and isinstance(value, Stat) else value.tex()
+
+
+def to_latex(table: Table, style: str = "annotated") -> str:
+    """A booktabs tabular; the notes follow as % comments (put them in your caption).
+
+    style "annotated" writes ``$mean \\pm std$ (n=...)`` in our cells; "paper" writes ``$mean \\pm std$``
+    only, ready for a paper (the seed counts are in the CSV and the Markdown).
+    """
+    if style not in LATEX_STYLES:
+        raise ValueError(f"unknown LaTeX style {style!r}; choose one of {', '.join(LATEX_STYLES)}")
     spec = "".join("l" if c.kind == "text" else "r" for c in table.columns)
     head = " & ".join(_tex_escape(c.label) for c in table.columns) + r" \\"
-    rows = [" & ".join(_tex_escape(x) if isinstance(x, str) else _render(x, lambda v: v.tex(), "---")
+    rows = [" & ".join(_tex_escape(x) if isinstance(x, str) else _render(x, lambda v: _tex_cell(v, style), "---")
                        for x in r) + r" \\" for r in table.rows]
     lines = [f"% {GENERATED}", f"% {table.title}", rf"\begin{{tabular}}{{{spec}}}", r"\toprule", head,
              r"\midrule", *rows, r"\bottomrule", r"\end{tabular}", *(f"% {n}" for n in table.notes)]
@@ -482,7 +513,38 @@ def to_csv(table: Table) -> str:
     keys = [k for c in table.columns
             for k in [c.key, *(f"{c.key}_{p}" for p in STAT_PARTS if c.kind == "stat")]]
     keys += ["top1_from_by_eval_len"] if any("top1_from_by_eval_len" in r for r in records) else []
-    return f"# {GENERATED}\n" + pd.DataFrame(records, columns=keys).to_csv(index=False, float_format="%.6g")
+    return pd.DataFrame(records, columns=keys).to_csv(index=False, float_format="%.6g")
+
+
+_PART_MEANING = {"std": "sample standard deviation over seeds", "n": "runs with a finite value (averaged)",
+                 "nan": "runs whose value was NaN, inf or null (left out)",
+                 "missing": "runs of the cell that did not report it"}
+
+
+def csv_columns(table: Table) -> dict[str, str]:
+    """What each CSV column of `table` holds, in CSV order (for the provenance sidecar)."""
+    out: dict[str, str] = {}
+    for c in table.columns:
+        if c.kind == "stat":
+            out[c.key] = f"{c.label}: ours, mean over seeds"
+            out.update({f"{c.key}_{p}": f"{c.label}: {_PART_MEANING[p]}" for p in STAT_PARTS})
+        elif c.key.endswith(("_paper", "_delta")):
+            metric, _, what = c.key.rpartition("_")
+            label = METRIC_LABELS.get(metric, metric)
+            out[c.key] = f"{label}: published value" if what == "paper" else f"{label}: ours minus published"
+        else:
+            out[c.key] = c.label
+    if any(isinstance(x, str) and x.endswith("†") for r in table.rows for x in r):
+        out["top1_from_by_eval_len"] = "true: top-1 read from top1_by_eval_len at this M_val (see notes)"
+    return out
+
+
+def provenance_sidecar(table: Table, context: Mapping[str, Any]) -> str:
+    """<table>.provenance.json: who wrote the table, from what, its notes and its CSV columns."""
+    record = {"generated_by": GENERATED, "table": table.name, "title": table.title,
+              "files": [f"{table.name}.{ext}" for ext in ("md", "tex", "csv")], **context,
+              "notes": table.notes, "csv_columns": csv_columns(table)}
+    return json.dumps(record, indent=1, ensure_ascii=False) + "\n"
 
 
 def write_atomic(path: Path, data: str | bytes) -> Path:
@@ -490,7 +552,9 @@ def write_atomic(path: Path, data: str | bytes) -> Path:
     return atomic_write_bytes(path, data.encode() if isinstance(data, str) else data, "output")
 
 
-def write_table(table: Table, folder: Path) -> list[Path]:
-    """<folder>/<name>.md, .tex and .csv."""
-    return [write_atomic(folder / f"{table.name}.{ext}", render(table))
-            for ext, render in (("md", to_markdown), ("tex", to_latex), ("csv", to_csv))]
+def write_table(table: Table, folder: Path, latex: str = "annotated",
+                context: Mapping[str, Any] | None = None) -> list[Path]:
+    """<folder>/<name>.md, .tex, .csv and .provenance.json (`context`: what was aggregated, for the sidecar)."""
+    renders = (("md", to_markdown), ("tex", lambda t: to_latex(t, latex)), ("csv", to_csv),
+               ("provenance.json", lambda t: provenance_sidecar(t, context or {})))
+    return [write_atomic(folder / f"{table.name}.{ext}", render(table)) for ext, render in renders]
