@@ -26,6 +26,7 @@ import pandas as pd
 import yaml
 
 from benchmark import tables as T
+from benchmark import yamlio
 from benchmark.tables import Problem
 
 SCHEMA_VERSION = 1
@@ -111,7 +112,7 @@ def _partial(run_dir: Path) -> Problem:
     log = run_dir / "log.jsonl"
     steps = sum(1 for line in log.read_text().splitlines() if line.strip()) if log.exists() else 0
     try:
-        cfg = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
+        cfg = yamlio.load((run_dir / "config.yaml").read_text()) or {}
         seq_len = (cfg.get("data") or {}).get("seq_len")
         what = f"{cfg.get('method')} {cfg.get('dataset')} L{seq_len} seed {cfg.get('seed')}"
     except (yaml.YAMLError, AttributeError, OSError):
