@@ -26,6 +26,7 @@ import pandas as pd
 import yaml
 
 from benchmark import tables as T
+from benchmark import yamlio
 from benchmark.tables import Problem
 
 SCHEMA_VERSION = 1
@@ -43,7 +44,7 @@ IGNORED_CFG = frozenset({
     "cfg.device", "cfg.out", "cfg.data.num_workers", "cfg.data.root", "cfg.data.split_dir",
     "cfg.train.progress", "cfg.train.log_every", "cfg.train.checkpoint_every",
     "cfg.data.decoded_cache", "cfg.train.channels_last", "cfg.train.fused_optimizer", "cfg.train.compile",
-    "cfg.train.online_probe_every", "cfg.train.online_probe_objects",
+    "cfg.train.online_probe_every", "cfg.train.online_probe_objects", "cfg.train.logger",
 })
 IGNORED_CFG_WORDS = ("path", "dir", "root", "output", "resume")  # paths of any future field
 
@@ -111,7 +112,7 @@ def _partial(run_dir: Path) -> Problem:
     log = run_dir / "log.jsonl"
     steps = sum(1 for line in log.read_text().splitlines() if line.strip()) if log.exists() else 0
     try:
-        cfg = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
+        cfg = yamlio.load((run_dir / "config.yaml").read_text()) or {}
         seq_len = (cfg.get("data") or {}).get("seq_len")
         what = f"{cfg.get('method')} {cfg.get('dataset')} L{seq_len} seed {cfg.get('seed')}"
     except (yaml.YAMLError, AttributeError, OSError):

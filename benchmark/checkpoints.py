@@ -33,6 +33,7 @@ import torch
 import yaml
 from torch import Tensor
 
+from benchmark import yamlio
 from benchmark.config import RunConfig, from_dict
 from benchmark.errors import DataError, SeqbenchError
 from benchmark.registry import build_method
@@ -217,7 +218,7 @@ def _run_config(obj: dict, file: Path) -> dict | None:
         return obj["config"]
     cfg_file = file.parent / CONFIG_FILE
     try:
-        data = yaml.safe_load(cfg_file.read_text()) if cfg_file.is_file() else None
+        data = yamlio.load(cfg_file.read_text()) if cfg_file.is_file() else None
     except yaml.YAMLError:  # no usable config: the encoder alone is still evaluated
         return None
     return data if isinstance(data, dict) else None
@@ -228,7 +229,7 @@ def _rebuild(run_config: dict | None, model: dict, where: str) -> tuple[Method |
     if run_config is None:
         return None, "no training config in the checkpoint or beside it: evaluating the encoder only"
     try:
-        method, _ = build_method(from_dict(RunConfig, run_config))
+        method, _ = build_method(from_dict(RunConfig, run_config, source=f"the run config of {where}"))
     except SeqbenchError as e:  # e.g. a method no longer registered: its encoder is still usable
         return None, f"cannot rebuild {run_config.get('method')!r} ({e}): evaluating the encoder only"
     want = method.state_dict()

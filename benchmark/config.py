@@ -2,24 +2,29 @@
 
 Resolution order (later wins): dataclass defaults -> the dataset's preset -> ``--config FILE.yaml``
 -> CLI flags -> ``--set key=value``. Unknown keys and wrong types are rejected with a message that
-names the key and lists the valid ones. The method's own options live under ``model`` and are
-checked against that method's ``Config`` dataclass.
+names the key, where it was set (:class:`Overrides`: the file, ``--set KEY=VALUE``, the flag, the
+``per_method`` block) and the valid keys, suggesting the closest. The method's own options live under
+``model`` and are checked against that method's ``Config`` dataclass. Every YAML file and ``--set``
+value is read with YAML 1.2 numbers (``1e-3`` is a float; benchmark/yamlio.py).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import hashlib
 import json
 import re
 import types
 import typing
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 
+from benchmark import yamlio
 from benchmark.errors import ConfigError
 
 
@@ -114,7 +119,10 @@ class TrainConfig:
     # trains on train.batch_size (as SIE's main.py; seq-JEPA's runs used one GPU). GPU-only: CPU ranks keep
     # per-rank statistics. No effect on one process. Recorded as provenance.batchnorm_statistics.
     sync_bn: bool = True
-    progress: bool = True  # tqdm progress bar
+    progress: bool = True  # progress: a tqdm bar on a terminal, plain lines in a log file (benchmark/progress.py)
+    # Live monitoring of the log.jsonl values (benchmark/monitor.py): "csv" = <run dir>/metrics.csv,
+    # "tensorboard" = <run dir>/tensorboard/, "wandb" = Weights & Biases (offline unless $WANDB_MODE says otherwise)
+    logger: Literal["none", "csv", "tensorboard", "wandb"] = "none"
     # Online probes (benchmark/probes/online.py): every N steps and before the first, held-out top-1, kNN top-1
     # and pair R^2 (rotation) of the current weights, fitted on a fixed monitor set, logged to log.jsonl.
     # Detached and RNG-neutral: they do not change the training, so they are not part of the run identity.
@@ -154,6 +162,9 @@ class ProbeConfig:
     bank_views: int = 12  # views per object in the bank (0 = all of them; 3DIEBench has 50)
     bank_draws: int = 1  # views / pairs drawn per training object per probe epoch (SIE, seq-JEPA: 1)
     hidden: int = 1024  # width of the MLP heads (rotation): in -> 1024 -> 1024 -> out
+    # kNN top-1 (benchmark/probes/knn.py): k neighbours, temperature t (Wu et al. 2018; lightly, solo-learn: 200, 0.1)
+    knn_k: int = 200
+    knn_t: float = 0.1
 
 
 @dataclass(frozen=True)
@@ -191,79 +202,171 @@ NON_SEMANTIC = {("device",), ("out",), ("data", "num_workers"), ("data", "root")
                 ("data", "saccade", "saliency_dir"), ("train", "progress"), ("train", "log_every"),
                 ("train", "checkpoint_every"), ("data", "decoded_cache"), ("data", "cache_dir"),
                 ("train", "channels_last"), ("train", "fused_optimizer"), ("train", "compile"),
-                ("train", "online_probe_every"), ("train", "online_probe_objects")}
+                ("train", "online_probe_every"), ("train", "online_probe_objects"), ("train", "logger")}
 
 
-def _type_name(tp: Any) -> str:
-    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+def _describe(tp: Any) -> str:
+    """What a value of annotation ``tp`` is, in the words of the type errors."""
+    if tp is type(None):
+        return "null"
+    if typing.get_origin(tp) is Literal:
+        return "one of " + ", ".join(map(repr, typing.get_args(tp)))
+    if typing.get_origin(tp) is tuple:
+        return "a list"
+    if dataclasses.is_dataclass(tp):
+        return f"a mapping of {tp.__name__} fields"
+    words = {bool: "true or false", int: "an integer", float: "a number", str: "a string", dict: "a mapping"}
+    return words.get(tp, getattr(tp, "__name__", None) or str(tp).replace("typing.", ""))
 
 
-def _coerce(value: Any, tp: Any, where: str) -> Any:
-    """Check ``value`` against the annotation ``tp`` (after YAML parsing); return the typed value."""
+# Where a setting came from, for error messages: a fixed text ("benchmark/configs/x.yaml", "--set
+# train.lr=1e-3") or a function of the dotted key (Overrides.source_of).
+Source = str | Callable[[str], str]
+
+
+def _source(source: Source, key: str) -> str:
+    return source(key) if callable(source) else source
+
+
+def _join(prefix: str, key: Any) -> str:
+    return f"{prefix}.{key}" if prefix else str(key)
+
+
+def _bad(key: str, problem: str, source: Source) -> ConfigError:
+    return ConfigError(f"{key}: {problem} (in {_source(source, key)})")
+
+
+def _got(value: Any) -> str:
+    """``got 'ten'``, with a hint when a number arrived as a string (quoted in YAML, or spelled nan/inf)."""
+    text = f"got {value!r}"
+    if isinstance(value, str):
+        try:
+            float(value)
+        except ValueError:
+            return text
+        spelled = value.strip().lower().lstrip("+-") in ("nan", "inf", "infinity")
+        return text + (" (YAML spells them .nan, .inf, -.inf)" if spelled else " (a quoted string: drop the quotes)")
+    return text
+
+
+def _coerce(value: Any, tp: Any, key: str, source: Source) -> Any:
+    """Check ``value`` against the annotation ``tp`` (after YAML parsing); return the typed value.
+
+    ``key``: the dotted key (``train.lr``) the errors name, with ``source``: where the value came from.
+    """
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
         args = typing.get_args(tp)
         if value is None and type(None) in args:
             return None
-        errors = []
         for arg in args:
             if arg is type(None):
                 continue
             try:
-                return _coerce(value, arg, where)
-            except ConfigError as e:
-                errors.append(str(e))
-        raise ConfigError(f"{where}: {value!r} is not a valid {' or '.join(_type_name(a) for a in args)}")
+                return _coerce(value, arg, key, source)
+            except ConfigError:
+                pass
+        raise _bad(key, f"expected {' or '.join(_describe(a) for a in args)}, {_got(value)}", source)
     if origin is Literal:
         choices = typing.get_args(tp)
         if value not in choices:
-            raise ConfigError(f"{where}: {value!r} is not one of {', '.join(map(repr, choices))}")
+            raise _bad(key, f"{value!r} is not one of {', '.join(map(repr, choices))}", source)
         return value
     if origin is tuple:
         if isinstance(value, int) and not isinstance(value, bool):
             value = [value]
         if not isinstance(value, list | tuple):
-            raise ConfigError(f"{where}: expected a list, got {value!r}")
+            raise _bad(key, f"expected a list, {_got(value)}", source)
         (item_tp, _ellipsis) = typing.get_args(tp)
-        return tuple(_coerce(v, item_tp, f"{where}[{i}]") for i, v in enumerate(value))
+        return tuple(_coerce(v, item_tp, f"{key}[{i}]", source) for i, v in enumerate(value))
     if dataclasses.is_dataclass(tp):
         if isinstance(value, tp):
             return value
         if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected a mapping of {tp.__name__} fields, got {value!r}")
-        return from_dict(tp, value, where)
+            raise _bad(key, f"expected a mapping of {tp.__name__} fields, {_got(value)}", source)
+        return from_dict(tp, value, key, source)
     if tp is dict:
         if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+            raise _bad(key, f"expected a mapping, {_got(value)}", source)
         return dict(value)
     if tp is bool:
         if isinstance(value, bool):
             return value
-        raise ConfigError(f"{where}: expected true or false, got {value!r}")
+        raise _bad(key, f"expected true or false, {_got(value)}", source)
     if tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
-        raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        raise _bad(key, f"expected an integer, {_got(value)}", source)
     if tp is float:
         if isinstance(value, int | float) and not isinstance(value, bool):
             return float(value)
-        raise ConfigError(f"{where}: expected a number, got {value!r}")
+        raise _bad(key, f"expected a number, {_got(value)}", source)
     if tp is str:
         if isinstance(value, str):
             return value
-        raise ConfigError(f"{where}: expected a string, got {value!r}")
-    raise ConfigError(f"{where}: unsupported config type {tp!r}")  # a bug in a Config class
+        raise _bad(key, f"expected a string, {_got(value)}", source)
+    raise ConfigError(f"{key}: unsupported config type {tp!r}")  # a bug in a Config class
 
 
-def from_dict(cls: type, data: dict, where: str = "config") -> Any:
-    """Build the frozen dataclass ``cls`` from ``data``, rejecting unknown keys and bad types."""
+# Names people write for a key, -> the key (checked by the suggestion of an unknown key).
+ALIASES = {"learning_rate": "lr", "learningrate": "lr", "wd": "weight_decay", "bs": "batch_size",
+           "batchsize": "batch_size", "num_epochs": "epochs", "n_epochs": "epochs", "workers": "num_workers",
+           "sequence_length": "seq_len", "seqlen": "seq_len", "img_size": "image_size", "resolution": "image_size"}
+
+
+def suggest(key: str, valid: Sequence[str], prefix: str = "", run_config: bool = False) -> str | None:
+    """The valid key closest to the unknown ``key`` (a typo, or a common alias), as a dotted key; else None.
+
+    Within the section first; then, in a RunConfig (``run_config``), the same name in another top-level
+    section, e.g. ``train.seq_len`` -> ``data.seq_len``.
+    """
+    candidates = {name: name for name in valid}
+    candidates.update({alias: name for alias, name in ALIASES.items() if name in candidates})
+    close = difflib.get_close_matches(str(key).lower(), list(candidates), n=1, cutoff=0.6)
+    if close:
+        return _join(prefix, candidates[close[0]])
+    if run_config and "." not in prefix:
+        name = ALIASES.get(str(key).lower(), str(key))
+        elsewhere = [k for k in run_config_keys() if k.rpartition(".")[2] == name and k.rpartition(".")[0] != prefix]
+        if elsewhere:
+            return " or ".join(elsewhere)
+    return None
+
+
+def unknown_key_error(unknown: Sequence[str], valid: Sequence[str], prefix: str, source: Source,
+                      run_config: bool = False) -> ConfigError:
+    """``unknown key train.leraning_rate in FILE; did you mean train.lr? valid keys of train: ...``"""
+    first, *others = [_join(prefix, k) for k in unknown]
+    guess = suggest(unknown[0], valid, prefix, run_config)
+    hint = f"; did you mean {guess}?" if guess else ";"
+    also = f" (also unknown: {', '.join(others)})" if others else ""
+    return ConfigError(f"unknown key {first} in {_source(source, first)}{hint} valid keys"
+                       f"{' of ' + prefix if prefix else ''}: {', '.join(valid)}{also}")
+
+
+def run_config_keys(cls: type | None = None, prefix: str = "") -> list[str]:
+    """Every dotted leaf key of RunConfig (``data.mini.views``, ``train.lr``, ...)."""
+    out: list[str] = []
+    hints = typing.get_type_hints(cls or RunConfig)
+    for f in dataclasses.fields(cls or RunConfig):
+        tp = hints[f.name]
+        out += run_config_keys(tp, _join(prefix, f.name)) if dataclasses.is_dataclass(tp) else [_join(prefix, f.name)]
+    return out
+
+
+def from_dict(cls: type, data: dict, prefix: str = "", source: Source = "the config") -> Any:
+    """Build the frozen dataclass ``cls`` from ``data``, rejecting unknown keys and bad types.
+
+    ``prefix``: the dotted key of ``data`` itself ("" for a RunConfig, "model", "train"); ``source``:
+    where the values came from (a text, or a function of the dotted key), named by every error.
+    """
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
-    unknown = sorted(set(data) - set(names))
+    unknown = [k for k in data if k not in names]
     if unknown:
-        raise ConfigError(f"unknown key{'s' if len(unknown) > 1 else ''} {', '.join(unknown)} in {where}; "
-                          f"valid keys: {', '.join(names)}")
-    kwargs = {k: _coerce(v, hints[k], f"{where}.{k}" if where != "config" else k) for k, v in data.items()}
+        in_run = cls is RunConfig or prefix.partition(".")[0] in {f.name for f in dataclasses.fields(RunConfig)}
+        raise unknown_key_error(unknown, names, prefix, source, in_run)
+    kwargs = {k: _coerce(v, hints[k], _join(prefix, k), source) for k, v in data.items()}
     return cls(**kwargs)
 
 
@@ -286,19 +389,83 @@ def merge(base: dict, override: dict) -> dict:
     return out
 
 
-def parse_set(items: list[str]) -> dict:
-    """``["train.epochs=5", "model.act_cond=false"]`` -> nested dict, values parsed as YAML scalars."""
+# ---------------------------------------------------------------------------------------- sources
+@dataclass(frozen=True)
+class Overrides:
+    """User settings (a nested dict in the ``to_dict`` layout) and where each one came from.
+
+    ``origins`` maps dotted keys to their source: a config file's path, ``--set KEY=VALUE``, a flag,
+    ``per_method block 'X' of FILE``. Errors about a key name the source of the key or of its section.
+    Built by :func:`layer` and :func:`set_overrides`, combined by :func:`stack` (later wins).
+    """
+
+    values: dict
+    origins: dict[str, str] = field(default_factory=dict)
+
+    def source_of(self, key: str, default: str = "the config") -> str:
+        """Where dotted ``key`` (``train.lr``, ``probe.eval_seq_lens[0]``) was set: the key, its section, or a
+        key inside it (for a section); ``default`` if nowhere."""
+        key = re.sub(r"\[\d+\]", "", key)
+        part = key
+        while part:
+            if part in self.origins:
+                return self.origins[part]
+            part = part.rpartition(".")[0]
+        inside = [s for k, s in self.origins.items() if k.startswith(key + ".")]
+        return inside[-1] if inside else default
+
+
+def leaves(d: dict, prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """(dotted key, value) of every non-mapping value and every empty mapping of nested ``d``."""
+    for k, v in d.items():
+        if isinstance(v, dict) and v:
+            yield from leaves(v, _join(prefix, k))
+        else:
+            yield _join(prefix, k), v
+
+
+def layer(values: dict, source: str) -> Overrides:
+    """Every key of ``values`` set by ``source``."""
+    return Overrides(values, {k: source for k, _ in leaves(values)})
+
+
+def stack(*layers: Overrides | dict) -> Overrides:
+    """Layers merged in order (later wins, as :func:`merge`); a plain dict is a layer from "the config"."""
+    values: dict = {}
+    origins: dict[str, str] = {}
+    for lay in layers:
+        lay = lay if isinstance(lay, Overrides) else layer(lay, "the config")
+        values = merge(values, lay.values)
+        for key, value in leaves(lay.values):
+            if not isinstance(value, dict):  # a value replaces the whole section it lands on
+                origins = {k: s for k, s in origins.items() if not k.startswith(key + ".")}
+        origins.update(lay.origins)
+    return Overrides(values, origins)
+
+
+def set_overrides(items: list[str]) -> Overrides:
+    """``["train.lr=1e-3", ...]`` -> nested values (YAML 1.2 scalars), each from ``--set KEY=VALUE``."""
     out: dict = {}
+    origins: dict[str, str] = {}
     for item in items:
         key, sep, raw = item.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set train.epochs=5")
+        key = key.strip()
+        if not sep or not key:
+            raise ConfigError(f"--set {item}: expected KEY=VALUE, e.g. --set train.epochs=5")
+        where = f"--set {item}"
         try:
-            value = yaml.safe_load(raw) if raw.strip() else None
+            value = yamlio.load(raw) if raw.strip() else None
         except yaml.YAMLError as e:
-            raise ConfigError(f"--set {item!r}: value is not valid YAML ({e})") from None
-        set_dotted(out, key.strip(), value, f"--set {item!r}")
-    return out
+            raise ConfigError(f"{where}: the value is not valid YAML ({e})") from None
+        set_dotted(out, key, value, where)
+        origins = {k: s for k, s in origins.items() if not k.startswith(key + ".")}
+        origins[key] = where
+    return Overrides(out, origins)
+
+
+def parse_set(items: list[str]) -> dict:
+    """``["train.epochs=5", "model.act_cond=false"]`` -> nested dict, values parsed as YAML 1.2 scalars."""
+    return set_overrides(items).values
 
 
 def set_dotted(out: dict, key: str, value: Any, where: str) -> None:
@@ -312,24 +479,29 @@ def set_dotted(out: dict, key: str, value: Any, where: str) -> None:
     node[leaf] = value
 
 
-def layered_overrides(config_files: list[str], flags: dict, sets: list[str]) -> dict:
-    """User overrides in resolution order: YAML files, then CLI flags (None = not given), then --set."""
-    user: dict = {}
-    for f in config_files:
-        user = merge(user, load_yaml(f))
+def layered_overrides(config_files: list[str], flags: dict, sets: list[str],
+                      flag_names: dict[str, str] | None = None) -> Overrides:
+    """User overrides in resolution order: YAML files, then CLI flags (None = not given), then --set.
 
+    ``flag_names``: dotted key -> the flag that sets it (``{"train.batch_size": "--batch-size"}``), for errors.
+    """
     def drop_none(d: dict) -> dict:
-        return {k: drop_none(v) if isinstance(v, dict) else v for k, v in d.items() if v is not None}
+        kept = {k: drop_none(v) if isinstance(v, dict) else v for k, v in d.items() if v is not None}
+        return {k: v for k, v in kept.items() if v != {}}
 
-    return merge(merge(user, drop_none(flags)), parse_set(sets))
+    flags = drop_none(flags)
+    names = flag_names or {}
+    from_flags = Overrides(flags, {k: names.get(k, "a command-line flag") for k, _ in leaves(flags)})
+    return stack(*(layer(load_yaml(f), str(f)) for f in config_files), from_flags, set_overrides(sets))
 
 
 def load_yaml(path: str | Path) -> dict:
+    """A YAML file holding a mapping (config, sweep, cluster preset), with YAML 1.2 floats (benchmark/yamlio.py)."""
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"config file {p} does not exist")
     try:
-        data = yaml.safe_load(p.read_text()) or {}
+        data = yamlio.load(p.read_text()) or {}
     except yaml.YAMLError as e:
         raise ConfigError(f"config file {p} is not valid YAML: {e}") from None
     if not isinstance(data, dict):

@@ -11,7 +11,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from benchmark.config import merge, parse_set
+from benchmark.config import layer, set_overrides, stack
+from benchmark.data.base import available_cpus, loader_workers
 from benchmark.data.cache import cache_path, inspect
 from benchmark.errors import SeqbenchError, user_message
 from benchmark.registry import dataset_entry, resolve
@@ -28,11 +29,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any config field")
     args = p.parse_args(argv)
     try:
-        user = merge({"dataset": args.dataset, "data": {"root": args.data_root, "image_size": args.image_size}},
-                     parse_set(args.set))
-        user["data"] = {k: v for k, v in user["data"].items() if v is not None}
-        cfg = resolve(merge(user, {"data": {"decoded_cache": not args.verify}}))
+        flags = {"dataset": args.dataset, "data": {k: v for k, v in (("root", args.data_root),
+                                                                     ("image_size", args.image_size)) if v is not None}}
+        cfg = resolve(stack(layer(flags, "a command-line flag"), set_overrides(args.set),
+                            layer({"data": {"decoded_cache": not args.verify}}, "--verify")))
         entry, bad = dataset_entry(cfg.dataset), 0
+        if not args.verify:
+            print(f"DataLoader workers: {loader_workers(cfg.data.num_workers)} (data.num_workers="
+                  f"{cfg.data.num_workers}, {available_cpus()} CPU cores available to this process) for decoding")
         for split in [s.strip() for s in args.splits.split(",") if s.strip()]:
             ds = entry.build(cfg, split, 1, True)
             if args.verify:

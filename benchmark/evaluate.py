@@ -21,16 +21,17 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
-import yaml
 
+from benchmark import preflight, yamlio
 from benchmark.checkpoints import FORMATS, LoadedCheckpoint, load
-from benchmark.config import RunConfig, layered_overrides, merge, run_dir, to_dict
+from benchmark.config import Overrides, RunConfig, layer, layered_overrides, run_dir, stack, to_dict
+from benchmark.data.base import available_cpus, loader_workers
 from benchmark.errors import ConfigError, SeqbenchError, user_message
 from benchmark.fileio import LockHeld, atomic_write_text, exclusive_lock
 from benchmark.probes.evaluate import evaluate
 from benchmark.registry import DATASETS, dataset_entry, resolve
 from benchmark.results import RESULT_FILE, check_result, now, provenance, read_result, write_result
-from benchmark.run import CONFIG_FILE, EXIT_CODES, INVALID_SUFFIX, LOCK_FILE, RunOutcome, pick_device
+from benchmark.run import CONFIG_FILE, EXIT_CODES, FLAG_NAMES, INVALID_SUFFIX, LOCK_FILE, RunOutcome, pick_device
 from methods.contract import Method
 from methods.external import ExternalEncoder, ExternalEncoderConfig
 
@@ -47,18 +48,20 @@ def inherited(ck: LoadedCheckpoint, dataset: str | None) -> dict:
     return {"data": {k: data[k] for k in ("seq_len", "latent_type") if k in data}}
 
 
-def external_config(ck: LoadedCheckpoint, user: dict, name: str) -> RunConfig:
+def external_config(ck: LoadedCheckpoint, user: dict | Overrides, name: str) -> RunConfig:
     """User overrides -> RunConfig of method ``external:<name>`` (dataset preset, no training)."""
+    user = user if isinstance(user, Overrides) else layer(user, "the config")
     for key in ("method", "model"):
-        if key in user:
+        if key in user.values:
             raise ConfigError(f"'{key}' cannot be set when evaluating a checkpoint: the model comes from the "
-                              f"checkpoint; name the result with --name")
+                              f"checkpoint; name the result with --name (in {user.source_of(key)})")
     if not name or any(not (c.isalnum() or c in "._+-") for c in name) or name.startswith("."):
         raise ConfigError(f"--name {name!r}: use letters, digits and . _ + - only (it becomes a folder name)")
-    user = merge(inherited(ck, user.get("dataset")), user)
+    run = layer(inherited(ck, user.values.get("dataset")), f"the run config recorded in {ck.path}")
     # Resolve as a registered method to apply the dataset preset and every key/type check, then swap in
     # the external method: the registry would reject "external:<name>" and its model config.
-    cfg = resolve(merge(user, {"method": "seqjepa", "model": {}, "train": {"epochs": 0}}))
+    fixed = layer({"method": "seqjepa", "model": {}, "train": {"epochs": 0}}, "benchmark.evaluate")
+    cfg = resolve(stack(run, user, fixed))
     rc = ck.run_config or {}
     model = ExternalEncoderConfig(ck.format, ck.stem, ck.sha256, rc.get("method"), rc.get("model") or {})
     return replace(cfg, method=f"external:{name}", model=to_dict(model))
@@ -85,6 +88,10 @@ def evaluate_checkpoint(ck: LoadedCheckpoint, cfg: RunConfig, force: bool = Fals
     torch.manual_seed(cfg.seed)
     method = build_model(ck, cfg)
     entry = dataset_entry(cfg.dataset)
+    if entry.sizes is not None:  # probe lengths vs views, before any data is rendered or written
+        preflight.check(cfg, entry.sizes(cfg), None)
+    log(f"DataLoader workers: {loader_workers(cfg.data.num_workers)} (data.num_workers={cfg.data.num_workers}, "
+        f"{available_cpus()} CPU cores available to this process) for the probes")
     # The same views per probe sample as benchmark.run, even without an aggregator: which views an item
     # draws depends on how many it draws, and every method must be probed on the same view pairs.
     views = max(2, cfg.eval_seq_len, *cfg.probe.eval_seq_lens)
@@ -103,7 +110,7 @@ def evaluate_checkpoint(ck: LoadedCheckpoint, cfg: RunConfig, force: bool = Fals
 def _evaluate_locked(ck, cfg, method, probe_train, probe_val, device, out, log) -> RunOutcome:
     if check_result(out)[1]:  # an unreadable result.json is kept beside, not overwritten
         os.replace(out / RESULT_FILE, out / f"{RESULT_FILE}{INVALID_SUFFIX}")
-    atomic_write_text(out / CONFIG_FILE, yaml.safe_dump(to_dict(cfg), sort_keys=False), "config")
+    atomic_write_text(out / CONFIG_FILE, yamlio.dump(to_dict(cfg)), "config")
     start, t0 = now(), time.perf_counter()
     log(f"evaluating {ck.format} checkpoint {ck.path} ({ck.stem} stem"
         f"{', full ' + type(method).__name__ if ck.method is not None else ', encoder only'}) -> {out}")
@@ -145,11 +152,11 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def user_overrides(args: argparse.Namespace) -> dict:
+def user_overrides(args: argparse.Namespace) -> Overrides:
     flags = {"dataset": args.dataset, "seed": args.seed, "device": args.device, "out": args.out,
              "data": {"root": args.data_root, "seq_len": args.seq_len, "image_size": args.image_size},
              "probe": {"eval_seq_len": args.eval_seq_len}}
-    return layered_overrides(args.config, flags, args.set)
+    return layered_overrides(args.config, flags, args.set, FLAG_NAMES)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -159,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
         ck = load(Path(args.checkpoint), args.format, args.trust_checkpoint)
         cfg = external_config(ck, user, args.name or ck.default_name)
         if args.print_config:
-            print(yaml.safe_dump(to_dict(cfg), sort_keys=False), end="")
+            print(yamlio.dump(to_dict(cfg)), end="")
             return 0
         outcome = evaluate_checkpoint(ck, cfg, force=args.force)
     except LockHeld as e:
@@ -169,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {user_message(e)}", file=sys.stderr)
         return 2
     m = outcome.result["metrics"] if outcome.result else {}
-    keys = [k for k in ("top1", "rotation_r2", "color_r2") if isinstance(m.get(k), int | float)]
+    keys = [k for k in ("top1", "knn_top1", "rotation_r2", "color_r2") if isinstance(m.get(k), int | float)]
     print("  ".join(f"{k}={m[k]:.4g}" for k in keys))
     print(outcome.run_dir)
     return 0

@@ -2,7 +2,8 @@
 
 Schema (``SCHEMA_VERSION`` 1): schema_version, method, dataset, seq_len, eval_seq_len, seed, status
 ("complete", or "diverged" with a ``divergence`` record {step, what, detail} and empty metrics),
-run_dir, config (fully resolved), metrics (headline ``top1`` [%], ``rotation_r2``, ``color_r2`` plus
+run_dir, config (fully resolved), metrics (headline ``top1`` [%], ``knn_top1`` [%] (kNN on the same
+representation; optional: results written before it lack it), ``rotation_r2``, ``color_r2`` plus
 global-mean variants, per-representation numbers and ``headline_source``), provenance (git commit and
 dirty flag, torch/CUDA versions, device, wall time, start/end time, host).
 """

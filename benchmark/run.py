@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING
 
 import yaml
 
+from benchmark import yamlio
 from benchmark.config import RunConfig, config_diff, layered_overrides, run_dir, semantic, to_dict
 from benchmark.errors import SeqbenchError, user_message
 from benchmark.fileio import (
@@ -51,7 +52,7 @@ from benchmark.fileio import (
     file_digest,
     is_disk_full,
 )
-from benchmark.registry import DATASETS, METHODS, build_method, dataset_entry, resolve
+from benchmark.registry import DATASETS, METHODS, build_method, dataset_entry, resolve_with_sources
 
 if TYPE_CHECKING:
     import torch
@@ -161,13 +162,15 @@ def pick_device(name: str) -> torch.device:
 
 
 def run_one(cfg: RunConfig, force: bool = False, stop_requested: Callable[[], bool] | None = None,
-            log: Callable[[str], None] = print, lock_wait_s: float = 0.0) -> RunOutcome:
+            log: Callable[[str], None] = print, lock_wait_s: float = 0.0,
+            source_of: Callable[[str], str] | None = None) -> RunOutcome:
     """Run (or resume, or skip) the run ``cfg`` identifies. Raises SeqbenchError on bad input.
 
     ``stop_requested`` is polled after every training step; when it returns True the run checkpoints
     and returns status "interrupted" (the same call resumes it). A :class:`StopHook` also stops the
     data setup and the probes at once. ``lock_wait_s``: how long to wait for the run-directory lock
-    if another process holds it (status "locked" after that).
+    if another process holds it (status "locked" after that). ``source_of`` (dotted key -> where it was
+    set; ``registry.resolve_with_sources``) lets the data-fit errors name the file or flag to change.
     """
     from benchmark import distributed
     from benchmark.results import RESULT_FILE, check_result
@@ -181,11 +184,12 @@ def run_one(cfg: RunConfig, force: bool = False, stop_requested: Callable[[], bo
             log(f"note: {why} in {out}: the run is not done and runs again (from its checkpoint, if any); "
                 f"the unreadable file is kept as {RESULT_FILE}{INVALID_SUFFIX}")
     with distributed.session(cfg.device) as (env, device):
-        return _run(cfg, out, env, device, force, stop_requested, log, lock_wait_s)
+        return _run(cfg, out, env, device, force, stop_requested, log, lock_wait_s, source_of)
 
 
-def _build(cfg: RunConfig) -> tuple:
-    method, spec = build_method(cfg)
+def _build(cfg: RunConfig, built: tuple | None = None) -> tuple:
+    """(method, pre-training split, probe splits); ``built``: the (method, spec) of ``build_method`` if made."""
+    method, spec = built or build_method(cfg)
     entry = dataset_entry(cfg.dataset)
     n_views = method.views_needed(cfg.data.seq_len)
     train_ds = entry.build(cfg, "train", n_views, False)  # validates the data root before anything is written
@@ -256,7 +260,7 @@ def _prepare(cfg: RunConfig, out: Path, force: bool, log: Callable[[str], None])
     elif why:
         os.replace(out / RESULT_FILE, out / f"{RESULT_FILE}{INVALID_SUFFIX}")
     _check_config_file(out / CONFIG_FILE, cfg, force, log)
-    atomic_write_text(out / CONFIG_FILE, yaml.safe_dump(to_dict(cfg), sort_keys=False), "config")
+    atomic_write_text(out / CONFIG_FILE, yamlio.dump(to_dict(cfg)), "config")
     return None
 
 
@@ -269,7 +273,7 @@ def _check_config_file(path: Path, cfg: RunConfig, force: bool, log: Callable[[s
            f"FILE (they get their own run directory); to discard the edit, delete {path} (or re-run with --force "
            f"to start the run over)")
     try:
-        old = yaml.safe_load(path.read_text())
+        old = yamlio.load(path.read_text())
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
         raise SeqbenchError(f"{path} cannot be read ({type(e).__name__}); {fix}") from None
     new = json.loads(json.dumps(to_dict(cfg)))
@@ -285,10 +289,12 @@ def _check_config_file(path: Path, cfg: RunConfig, force: bool, log: Callable[[s
 
 
 def _run(cfg: RunConfig, out: Path, env: distributed.DistEnv, device: torch.device, force: bool,
-         stop_requested: Callable[[], bool] | None, log: Callable[[str], None], lock_wait_s: float) -> RunOutcome:
+         stop_requested: Callable[[], bool] | None, log: Callable[[str], None], lock_wait_s: float,
+         source_of: Callable[[str], str] | None = None) -> RunOutcome:
     import torch
 
-    from benchmark import distributed
+    from benchmark import distributed, preflight
+    from benchmark.data.base import available_cpus, loader_workers
 
     if not env.is_main:
         log = lambda msg: None  # rank 0 speaks for the run
@@ -297,7 +303,17 @@ def _run(cfg: RunConfig, out: Path, env: distributed.DistEnv, device: torch.devi
     setup = _immediate(stop_requested, poll=False) if env.world_size == 1 else contextlib.nullcontext()
     try:
         with setup:
-            method, train_ds, probe_train, probe_val = _build(cfg)
+            built = build_method(cfg)
+            # What the config and the dataset's metadata can tell, before any data is rendered or decoded
+            # and before the run directory exists: a failure here leaves nothing behind.
+            sizes = dataset_entry(cfg.dataset).sizes
+            if sizes is not None:
+                views = built[0].views_needed(cfg.data.seq_len)
+                preflight.check(cfg, sizes(cfg), views, env.world_size, source_of)
+            log(f"DataLoader workers: {loader_workers(cfg.data.num_workers)} (data.num_workers="
+                f"{cfg.data.num_workers}, {available_cpus()} CPU cores available to this process) for training, "
+                f"the probes and cache builds")
+            method, train_ds, probe_train, probe_val = _build(cfg, built)
             digests = data_digests(train_ds, probe_train, probe_val)
     except StopRequested as e:
         msg = f"stopped by {e} while preparing the data, before the run started; nothing was written"
@@ -323,7 +339,7 @@ def _run(cfg: RunConfig, out: Path, env: distributed.DistEnv, device: torch.devi
 def _train_and_probe(cfg, out, env, device, stop_requested, log, method, train_ds, probe_train, probe_val,
                      digests) -> RunOutcome:
     from benchmark import distributed, fastpath
-    from benchmark.data.base import available_cpus, loader_workers
+    from benchmark.data.base import loader_workers
     from benchmark.probes.evaluate import evaluate
     from benchmark.probes.online import OnlineProbes
     from benchmark.results import now, provenance, read_result, write_result
@@ -331,9 +347,7 @@ def _train_and_probe(cfg, out, env, device, stop_requested, log, method, train_d
 
     start, t0 = now(), time.perf_counter()
     log(f"run directory: {out}")
-    workers = loader_workers(cfg.data.num_workers)
-    log(f"DataLoader workers: {workers} (data.num_workers={cfg.data.num_workers}, {available_cpus()} CPU cores "
-        f"available to this process)")
+    workers = loader_workers(cfg.data.num_workers)  # logged in _run
     extra = {"dataset_note": train_ds.label_note or None, "amp_bf16": cfg.train.amp and device.type == "cuda",
              "dataloader_workers": workers, "data_digests": digests, **fastpath.provenance(cfg, device),
              **distributed.provenance(cfg.train.sync_bn, device)}
@@ -419,26 +433,37 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+# The flag that sets each dotted key, named by the config errors.
+FLAG_NAMES = {"method": "--method", "dataset": "--dataset", "seed": "--seed", "device": "--device", "out": "--out",
+              "data.root": "--data-root", "data.seq_len": "--seq-len", "data.image_size": "--image-size",
+              "train.epochs": "--epochs", "train.batch_size": "--batch-size", "probe.eval_seq_len": "--eval-seq-len"}
+
+
 def config_from_args(args: argparse.Namespace) -> RunConfig:
+    return config_and_sources(args)[0]
+
+
+def config_and_sources(args: argparse.Namespace) -> tuple[RunConfig, Callable[[str], str]]:
+    """The resolved config and ``source_of`` (dotted key -> the file, flag or --set that set it)."""
     flags = {"method": args.method, "dataset": args.dataset, "seed": args.seed, "device": args.device,
              "out": args.out, "data": {"root": args.data_root, "seq_len": args.seq_len,
                                        "image_size": args.image_size},
              "train": {"epochs": args.epochs, "batch_size": args.batch_size},
              "probe": {"eval_seq_len": args.eval_seq_len}}
-    return resolve(layered_overrides(args.config, flags, args.set))
+    return resolve_with_sources(layered_overrides(args.config, flags, args.set, FLAG_NAMES))
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        cfg = config_from_args(args)
+        cfg, source_of = config_and_sources(args)
         if args.print_config:
-            print(yaml.safe_dump(to_dict(cfg), sort_keys=False), end="")
+            print(yamlio.dump(to_dict(cfg)), end="")
             return 0
         if hasattr(signal, "SIGXFSZ"):  # a file-size limit (ulimit -f) then fails the write: reported as disk full
             signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         with StopHook() as hook:
-            outcome = run_one(cfg, force=args.force, stop_requested=hook)
+            outcome = run_one(cfg, force=args.force, stop_requested=hook, source_of=source_of)
     except DiskFull as e:
         print(f"error: {user_message(e)}", file=sys.stderr)
         return EXIT_DISK_FULL
@@ -456,7 +481,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_ABORTED
     if outcome.result and outcome.status in ("complete", "skipped") and outcome.result["status"] == "complete":
         m = outcome.result["metrics"]
-        keys = [k for k in ("top1", "rotation_r2", "color_r2", "indiv_rotation_r2") if k in m]
+        keys = [k for k in ("top1", "knn_top1", "rotation_r2", "color_r2", "indiv_rotation_r2") if k in m]
         print("  ".join(f"{k}={m[k]:.4g}" for k in keys if isinstance(m[k], int | float)))
     from benchmark import distributed
 

@@ -32,7 +32,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from benchmark.config import to_dict
-from benchmark.data.base import collate, loader_workers
+from benchmark.data.base import available_cpus, collate, loader_workers
 from benchmark.distributed import wrap
 from benchmark.errors import SeqbenchError, user_message
 from benchmark.fastpath import FastPaths, all_on, count_host_syncs, keep_host_memory
@@ -142,6 +142,8 @@ def measure_data(overrides: dict, views: int, batches: int) -> float:
         raise SeqbenchError(f"{cfg.dataset} has {len(ds)} training samples, fewer than one batch of "
                             f"{cfg.train.batch_size}; use a smaller --batch-size")
     workers = loader_workers(cfg.data.num_workers)
+    print(f"data pipeline ({'decoded cache' if cfg.data.decoded_cache else 'files'}): DataLoader workers {workers} "
+          f"(data.num_workers={cfg.data.num_workers}, {available_cpus()} CPU cores available to this process)")
     loader = DataLoader(ds, batch_size=cfg.train.batch_size, shuffle=True, num_workers=workers,
                         collate_fn=collate, drop_last=True, pin_memory=pick_device(cfg.device).type == "cuda",
                         persistent_workers=workers > 0)

@@ -20,7 +20,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from benchmark.config import SWEEP_NAME, SWEEP_RULE, RunConfig, load_yaml, merge, run_dir, set_dotted
+from benchmark.config import (
+    SWEEP_NAME,
+    SWEEP_RULE,
+    Overrides,
+    RunConfig,
+    layer,
+    load_yaml,
+    run_dir,
+    set_dotted,
+    stack,
+    unknown_key_error,
+)
 from benchmark.errors import ConfigError, SeqbenchError
 from benchmark.registry import resolve
 
@@ -74,6 +85,7 @@ class Sweep:
     name: str
     description: str
     runs: tuple[Run, ...]
+    source: str = "benchmark/sweeps.py"  # where the runs are defined: named in config errors
 
     def __post_init__(self) -> None:
         if not SWEEP_NAME.fullmatch(self.name):
@@ -92,15 +104,17 @@ class Sweep:
         keys = dict.fromkeys(k for r in self.runs for k in r)
         return [k for k in keys if len({repr(r.get(k)) for r in self.runs}) > 1]
 
-    def config(self, index: int, overrides: dict | None = None) -> RunConfig:
+    def config(self, index: int, overrides: dict | Overrides | None = None) -> RunConfig:
         """Run ``index`` resolved to a full RunConfig; ``overrides`` (nested, e.g. out/device) apply last."""
         run = self.runs[index]
+        extra = overrides if isinstance(overrides, Overrides) else layer(overrides or {}, "the launch overrides")
         try:
-            return resolve(merge(merge(nest(run), {"sweep": self.name}), overrides or {}))
+            return resolve(stack(layer(nest(run), self.source), layer({"sweep": self.name}, self.source), extra))
         except SeqbenchError as e:
             raise ConfigError(f"sweep {self.name!r} run {index} ({describe(run, self.varying_keys())}): {e}") from None
 
-    def configs(self, overrides: dict | None = None, indices: Sequence[int] | None = None) -> list[RunConfig]:
+    def configs(self, overrides: dict | Overrides | None = None,
+                indices: Sequence[int] | None = None) -> list[RunConfig]:
         """Runs ``indices`` (default all) resolved, or a ConfigError naming the first bad one; two runs may
         not share a run directory (an override such as ``--set method=x`` can erase an axis)."""
         indices = range(len(self)) if indices is None else indices
@@ -153,11 +167,10 @@ def _short(v: Any) -> str:
 def from_yaml(path: str | Path) -> Sweep:
     """A sweep from a YAML file: ``name``, ``description``, ``seeds``, ``fixed``, ``runs`` (slurm/README.md)."""
     data = load_yaml(path)
-    known = {"name", "description", "seeds", "fixed", "runs"}
-    unknown = sorted(set(data) - known)
+    known = ["name", "description", "seeds", "fixed", "runs"]
+    unknown = [str(k) for k in data if k not in known]
     if unknown:
-        raise ConfigError(f"sweep file {path}: unknown key(s) {', '.join(unknown)}; "
-                          f"valid keys: {', '.join(sorted(known))}")
+        raise unknown_key_error(unknown, known, "", f"sweep file {path} (a sweep file's top level)")
     name = data.get("name") or Path(path).stem
     seeds = data.get("seeds", 1)
     if isinstance(seeds, int) and not isinstance(seeds, bool) and seeds >= 1:
@@ -170,7 +183,8 @@ def from_yaml(path: str | Path) -> Sweep:
     if not isinstance(shared, dict):
         raise ConfigError(f"sweep file {path}: fixed must be a mapping of settings, got {shared!r}")
     runs = _node(data.get("runs", {}), f"{path}: runs")
-    return Sweep(str(name), str(data.get("description", "")), tuple(product(seed_axis, [flatten(shared)], runs)))
+    return Sweep(str(name), str(data.get("description", "")), tuple(product(seed_axis, [flatten(shared)], runs)),
+                 f"sweep file {path}")
 
 
 def _node(node: Any, where: str) -> list[Run]:
@@ -264,7 +278,7 @@ def _pattern(name: str, config: str, description: str) -> Sweep:
         fixed({"method": "seqjepa", "model.act_cond": False}),
         fixed({"method": "seqjepa", "train.epochs": 0}),
     ))
-    return Sweep(name, description, tuple(runs))
+    return Sweep(name, description, tuple(runs), f"sweep {name!r} (benchmark/sweeps.py, benchmark/configs/{config})")
 
 
 SWEEPS: dict[str, Sweep] = {s.name: s for s in (

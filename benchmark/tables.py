@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import yaml
 
+from benchmark import yamlio
 from benchmark.fileio import atomic_write_bytes
 
 PAPER_YAML = Path(__file__).with_name("paper_results.yaml")
@@ -224,7 +224,7 @@ class Paper:
 
 def load_paper(path: Path) -> Paper:
     """Parse paper_results.yaml (format documented in its header) into entries, tables first."""
-    raw = yaml.safe_load(path.read_text())
+    raw = yamlio.load(path.read_text())
     ident = lambda d, **kw: {**{k: d.get(k) for k in IDENT}, **kw}
     entries = [PaperEntry("row", r["source"], r["label"], ident(r),
                           {k: float(v) for k, v in r.items() if k in METRIC_LABELS}, bool(r.get("approx")),

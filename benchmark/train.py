@@ -1,9 +1,9 @@
 """The training loop: plain and visible, the same for every method.
 
 schedule -> autocast -> method.training_step -> backward -> optimiser step -> method.on_step_end (EMA)
--> JSON-lines log -> checkpoint. The data order and every view sampled are functions of
-(seed, epoch, index), and a checkpoint holds model, optimiser, step, RNG state, so a run resumed from
-its run directory continues exactly where it stopped.
+-> JSON-lines log (and the ``train.logger`` monitor, benchmark/monitor.py) -> checkpoint. The data
+order and every view sampled are functions of (seed, epoch, index), and a checkpoint holds model,
+optimiser, step, RNG state, so a run resumed from its run directory continues exactly where it stopped.
 
 Stopping: ``stop_requested()`` is polled between steps (``benchmark.run`` sets it from SIGTERM, SIGUSR2
 or SIGINT, the SLURM job from the requeue signal); the loop then checkpoints at the last finished step
@@ -23,7 +23,8 @@ Checkpoints are read with ``torch.load(weights_only=True)``: they hold only tens
 containers (model, optimiser, step, every rank's RNG state, the config, data digests, resume segments,
 the last loss and the training time), so a file carrying pickled code is refused, never executed.
 Resuming checks the checkpoint's config and data digests against the current ones and cuts
-``log.jsonl`` back to the checkpoint's step, so every step is logged once.
+``log.jsonl`` (and the monitor's csv rows / tensorboard events) back to the checkpoint's step, so every
+step is logged once.
 """
 
 from __future__ import annotations
@@ -42,7 +43,6 @@ from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader, Sampler
-from tqdm import tqdm
 
 from benchmark import distributed
 from benchmark.config import RunConfig, config_diff, semantic, to_dict
@@ -50,6 +50,8 @@ from benchmark.data.base import SequenceDataset, collate, loader_workers, to_bat
 from benchmark.errors import SeqbenchError
 from benchmark.fastpath import FastPaths, keep_host_memory
 from benchmark.fileio import atomic_torch_save, atomic_write_text, disk_full_error, is_disk_full
+from benchmark.monitor import NullMonitor, open_monitor, scalars
+from benchmark.progress import Progress
 from benchmark.results import git_state, now
 from methods.components import warmup_cosine
 from methods.contract import Method
@@ -390,12 +392,15 @@ def train(cfg: RunConfig, method: Method, dataset: SequenceDataset, run_dir: Pat
                                "train_loss": last_loss, "timing": timing_now()}, ckpt_path, "checkpoint")
         return True
 
+    # train.logger (benchmark/monitor.py): the values of log.jsonl, live, cut back to this step as log.jsonl was
+    monitor = open_monitor(tc.logger, run_dir, step, to_dict(cfg)) if env.is_main else NullMonitor()
     log_file = (run_dir / LOG).open("a") if env.is_main else None
 
     def write_log(line: dict) -> None:
         try:
             log_file.write(json.dumps(line) + "\n")
             log_file.flush()
+            monitor.log(line["step"], scalars(line))
         except OSError as e:
             if is_disk_full(e):
                 raise disk_full_error(run_dir / LOG, "training log", e) from None
@@ -411,8 +416,7 @@ def train(cfg: RunConfig, method: Method, dataset: SequenceDataset, run_dir: Pat
     every = tc.online_probe_every if online_probes is not None and env.is_main else 0
     if every and step == 0 and log_file is not None:  # the random-init reference of the online curves
         write_log({"step": 0, "epoch": 0, **probe_online()})
-    bar = tqdm(total=total, initial=step, desc=f"train {cfg.method}", unit="step",
-               disable=not (tc.progress and env.is_main))
+    bar = Progress(total, f"train {cfg.method}", "step", initial=step, enabled=tc.progress and env.is_main)
     interrupted = False
     polled_at = step
     t_window, step_window = t_start, step
@@ -464,8 +468,8 @@ def train(cfg: RunConfig, method: Method, dataset: SequenceDataset, run_dir: Pat
                             **out.logs}
                     if online:
                         line.update(probe_online())
-                        bar.set_postfix({k.removeprefix("online_"): v for k, v in line.items()
-                                         if k.startswith("online_")} | {"loss": f"{last_loss:.4f}"})
+                        bar.set_postfix(**{k.removeprefix("online_"): v for k, v in line.items()
+                                           if k.startswith("online_")}, loss=f"{last_loss:.4f}")
                     else:
                         bar.set_postfix(loss=f"{last_loss:.4f}", img_s=f"{ips:.0f}")
                     t_window, step_window = time.perf_counter(), step  # images/s leaves the probes out
@@ -481,6 +485,10 @@ def train(cfg: RunConfig, method: Method, dataset: SequenceDataset, run_dir: Pat
                 log_file.close()
             except OSError:  # a full disk again: the error that got us here says so
                 pass
+        try:
+            monitor.close()
+        except OSError:
+            pass
     t = timing_now()
     ips = t["steps"] * tc.batch_size * views_per_sample / t["seconds"] if t["steps"] and t["seconds"] > 0 else math.nan
     if env.is_main:

@@ -30,7 +30,7 @@ from typing import Any
 import submitit
 
 from benchmark import sweeps
-from benchmark.config import RunConfig, from_dict, load_yaml, merge, parse_set, run_dir
+from benchmark.config import Overrides, RunConfig, from_dict, layer, load_yaml, merge, run_dir, set_overrides, stack
 from benchmark.errors import ConfigError, DataError, SeqbenchError, user_message
 from benchmark.fileio import LockHeld, atomic_write_text, exclusive_lock
 
@@ -83,7 +83,7 @@ def load_preset(name_or_path: str, overrides: dict) -> ClusterPreset:
     if missing:
         raise ConfigError(f"cluster preset {path} lacks the required key(s) {', '.join(missing)}; every preset sets "
                           f"{', '.join(REQUIRED)} (partition: null = the cluster's default; see slurm/README.md)")
-    preset = from_dict(ClusterPreset, data, f"cluster preset {path}")
+    preset = from_dict(ClusterPreset, data, source=f"cluster preset {path}")
     _check_control_characters(preset, path)
     for k in ("gpus_per_node", "cpus_per_task", "mem_gb", "timeout_min", "array_parallelism"):
         if getattr(preset, k) < (0 if k == "gpus_per_node" else 1):
@@ -294,16 +294,17 @@ class Launch:
     failed: list[int] = field(default_factory=list)  # known only when waited for
 
 
-def run_overrides(args: argparse.Namespace) -> dict:
+def run_overrides(args: argparse.Namespace) -> Overrides:
+    """``--out``, ``--device``, ``--data-root`` and ``--set`` (later wins), each named as its flag in errors."""
     from benchmark.results import REPO_ROOT
 
     out = Path(args.out).resolve() if args.out else REPO_ROOT / "results" / "runs"
-    flags: dict = {"out": str(out)}  # absolute: jobs may start in another directory
+    flags = [layer({"out": str(out)}, "--out")]  # absolute: jobs may start in another directory
     if args.device:
-        flags["device"] = args.device
+        flags.append(layer({"device": args.device}, "--device"))
     if args.data_root:
-        flags["data"] = {"root": str(Path(args.data_root).resolve())}
-    return merge(flags, parse_set(args.set))
+        flags.append(layer({"data": {"root": str(Path(args.data_root).resolve())}}, "--data-root"))
+    return stack(*flags, set_overrides(args.set))
 
 
 def preset_overrides(args: argparse.Namespace) -> dict:
@@ -347,31 +348,44 @@ def resources(preset: ClusterPreset, executor: str, n_jobs: int) -> list[str]:
     return lines
 
 
-def check_data(cfgs: dict[int, RunConfig], todo: list[int]) -> None:
-    """Every run about to be submitted finds its data root and split files; one message for all problems.
+def check_data(cfgs: dict[int, RunConfig], todo: list[int], world_size: int = 1) -> None:
+    """Every run about to be submitted finds its data root and split files, and fits its data (batch size
+    vs training samples, sequence lengths vs views: benchmark/preflight.py); one message for all problems.
 
-    Checked once per distinct dataset setting (``DatasetEntry.check``); generated datasets need nothing.
+    The data is checked once per distinct dataset setting (``DatasetEntry.check``; generated datasets
+    need nothing); ``world_size``: data-parallel processes per job, which share the global batch.
     """
+    from benchmark import preflight
     from benchmark.registry import dataset_entry
 
-    problems: dict[str, list[int]] = {}
-    seen: dict[tuple, str | None] = {}
+    missing: dict[str, list[int]] = {}
+    unfit: dict[str, list[int]] = {}
+    seen: dict[tuple, str | preflight.DataSizes | None] = {}
     for i in todo:
         cfg = cfgs[i]
         key = (cfg.dataset, repr(cfg.data))
         if key not in seen:
-            seen[key] = None
-            check = dataset_entry(cfg.dataset).check
-            if check is not None:
-                try:
-                    check(cfg)
-                except DataError as e:
-                    seen[key] = f"{cfg.dataset}: {e}"
-        if seen[key]:
-            problems.setdefault(seen[key], []).append(i)
-    if problems:
-        lines = [f"run(s) {_ranges(runs)}: {msg}" for msg, runs in problems.items()]
+            entry = dataset_entry(cfg.dataset)
+            try:
+                if entry.check is not None:
+                    entry.check(cfg)
+                seen[key] = entry.sizes(cfg) if entry.sizes is not None else None
+            except DataError as e:
+                seen[key] = f"{cfg.dataset}: {e}"
+        sizes = seen[key]
+        if isinstance(sizes, str):
+            missing.setdefault(sizes, []).append(i)
+        elif sizes is not None:
+            try:
+                preflight.check(cfg, sizes, None, world_size)
+            except ConfigError as e:
+                unfit.setdefault(str(e), []).append(i)
+    if missing:
+        lines = [f"run(s) {_ranges(runs)}: {msg}" for msg, runs in missing.items()]
         raise DataError("the data of some runs is missing, so nothing was submitted:\n  " + "\n  ".join(lines))
+    if unfit:
+        lines = [f"run(s) {_ranges(runs)}: {msg}" for msg, runs in unfit.items()]
+        raise ConfigError("some runs do not fit their data, so nothing was submitted:\n  " + "\n  ".join(lines))
 
 
 def _ranges(indices: list[int]) -> str:
@@ -396,7 +410,7 @@ def launch(args: argparse.Namespace, log=print) -> Launch:
     if args.dry_run:
         return _launch(args, sweep, indices, cfgs, preset, overrides, log)
     check_executor(args.executor)
-    lock = Path(overrides["out"]) / sweep.name / LAUNCH_LOCK
+    lock = Path(overrides.values["out"]) / sweep.name / LAUNCH_LOCK
     try:
         with exclusive_lock(lock, f"a launch of sweep {sweep.name!r}", on_wait=log):
             return _launch(args, sweep, indices, cfgs, preset, overrides, log)
@@ -434,14 +448,15 @@ def _launch(args, sweep, indices, cfgs, preset, overrides, log) -> Launch:
     if todo:
         for line in resources(preset, args.executor, len(todo)):
             log(line)
-        check_data(cfgs, todo)  # a sweep without its data fails here, not in every job on its node
+        # a sweep without its data fails here, not in every job on its node (debug runs in this one process)
+        check_data(cfgs, todo, 1 if args.executor == "debug" else preset.tasks)
     if args.dry_run:
         log(f"dry run: {counts}; {len(todo)} would be submitted")
         return result
     if not todo:
         log(f"nothing to submit: every selected run is done or already queued ({counts})")
         return result
-    logs = Path(args.logs) if args.logs else (Path(overrides["out"]).parent / "submitit" / sweep.name /
+    logs = Path(args.logs) if args.logs else (Path(overrides.values["out"]).parent / "submitit" / sweep.name /
                                               time.strftime("%Y%m%d-%H%M%S"))
     executor = submitit.AutoExecutor(folder=logs / "%j", cluster=args.executor,
                                      slurm_max_num_timeout=preset.max_num_timeout)

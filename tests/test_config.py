@@ -1,24 +1,192 @@
-"""Typed configs: unknown keys and bad types are rejected clearly; run identity is deterministic."""
+"""Typed configs: YAML 1.2 numbers everywhere, unknown keys and bad types rejected naming their source,
+run identity is deterministic."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
-from benchmark.config import RunConfig, config_hash, from_dict, parse_set, run_dir
+from benchmark import sweeps, yamlio
+from benchmark.config import (
+    RunConfig,
+    config_hash,
+    from_dict,
+    layer,
+    layered_overrides,
+    load_yaml,
+    parse_set,
+    run_dir,
+    set_overrides,
+    stack,
+)
 from benchmark.errors import ConfigError
 from benchmark.registry import resolve
 
+CONFIGS = Path(__file__).resolve().parent.parent / "benchmark" / "configs"
 
-def test_unknown_key_lists_valid_ones():
-    with pytest.raises(ConfigError, match=r"unknown key epochz in train; valid keys: epochs, batch_size"):
+
+def test_unknown_key_lists_valid_ones_and_suggests_the_closest():
+    with pytest.raises(ConfigError, match=r"unknown key train.epochz in the config; did you mean train.epochs\? "
+                                          r"valid keys of train: epochs, batch_size"):
         resolve({"train": {"epochz": 3}})
+    with pytest.raises(ConfigError, match=r"unknown key train.leraning_rate .*did you mean train.lr\?"):
+        resolve({"train": {"leraning_rate": 1e-3}})
+    with pytest.raises(ConfigError, match=r"unknown key train.seq_len .*did you mean data.seq_len\?"):
+        resolve({"train": {"seq_len": 2}})
+    with pytest.raises(ConfigError, match=r"unknown key train.zzz in the config; valid keys of train"):
+        resolve({"train": {"zzz": 2}})
 
 
 def test_unknown_model_key_is_checked_against_the_method_config():
-    with pytest.raises(ConfigError, match="unknown key act_cnd in model; valid keys: act_cond"):
+    with pytest.raises(ConfigError, match=r"unknown key model.act_cnd in the config; did you mean model.act_cond\? "
+                                          r"valid keys of model: act_cond"):
         resolve({"model": {"act_cnd": False}})
+
+
+# ---------------------------------------------------------------------------------------- YAML 1.2 numbers
+@pytest.mark.parametrize("text, value", [
+    ("1e-3", 1e-3), ("5e-4", 5e-4), ("1.0e5", 1e5), ("-2E+2", -200.0), (".5", 0.5), ("-.5", -0.5), ("1.5", 1.5),
+    (".inf", math.inf), ("-.inf", -math.inf), ("5", 5), ("-3", -3), ("0x10", 16), ("1_000", 1000),
+    ("1e-3abc", "1e-3abc"), ("nan", "nan"), ("inf", "inf"), ("e3", "e3"), ("3.1.4", "3.1.4"), ("true", True),
+    ("null", None), ("[1e-3, 2]", [1e-3, 2]), ("'1e-3'", "1e-3"),
+])
+def test_the_loader_reads_yaml_1_2_floats_and_nothing_else_changes(text, value):
+    got = yamlio.load(text)
+    assert got == value and type(got) is type(value)
+
+
+def test_nan_and_round_trip_of_the_dumper():
+    assert math.isnan(yamlio.load(".nan"))
+    data = {"lr": 1e-5, "name": "1e3", "paths": ["2e2", "x"], "n": 3, "big": math.inf}
+    assert yamlio.load(yamlio.dump(data)) == data  # "1e3" the string stays a string
+
+
+def test_set_reads_yaml_1_2_floats():
+    assert parse_set(["train.lr=1e-3", "probe.lr=5e-4", "train.epochs=5"]) == {
+        "train": {"lr": 0.001, "epochs": 5}, "probe": {"lr": 0.0005}}
+    cfg = resolve(set_overrides(["train.lr=1e-3", "train.weight_decay=.0", "probe.weight_decay=1e-6"]))
+    assert cfg.train.lr == 0.001 and isinstance(cfg.train.lr, float) and cfg.probe.weight_decay == 1e-6
+    assert isinstance(cfg.train.epochs, int)
+    with pytest.raises(ConfigError, match=r"train.lr: expected a number or null, got '1e-3abc' \(in --set "
+                                          r"train.lr=1e-3abc\)"):
+        resolve(set_overrides(["train.lr=1e-3abc"]))
+    with pytest.raises(ConfigError, match=r"got 'nan' \(YAML spells them .nan, .inf, -.inf\)"):
+        resolve(set_overrides(["probe.lr=nan"]))
+    with pytest.raises(ConfigError, match=r"train.lr must be a finite number >= 0, got inf \(in --set train.lr=.inf\)"):
+        resolve(set_overrides(["train.lr=.inf"]))
+
+
+def test_config_file_with_exponent_floats(tmp_path):
+    f = tmp_path / "lr.yaml"
+    f.write_text("train:\n  lr: 1e-3\n  weight_decay: 5e-4\nprobe:\n  lr: 5e-4\n  weight_decay: 1E-6\n")
+    cfg = resolve(layered_overrides([str(f)], {}, []))
+    assert (cfg.train.lr, cfg.train.weight_decay, cfg.probe.lr, cfg.probe.weight_decay) == (1e-3, 5e-4, 5e-4, 1e-6)
+
+
+def test_sweep_file_with_exponent_floats(tmp_path):
+    f = tmp_path / "lrs.yaml"
+    f.write_text("fixed: {dataset: 3diebench-mini, train.weight_decay: 1e-4}\nruns: {train.lr: [1e-3, 5e-4]}\n")
+    sweep = sweeps.load(str(f))
+    assert [r["train.lr"] for r in sweep.runs] == [1e-3, 5e-4]
+    cfgs = sweep.configs({"out": str(tmp_path / "runs")})
+    assert [c.train.lr for c in cfgs] == [1e-3, 5e-4] and cfgs[0].train.weight_decay == 1e-4
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("runs: {train.lr: [1e-3, fast]}\n")
+    with pytest.raises(ConfigError, match=rf"run 1 \(train.lr=fast\): train.lr: expected a number or null, got "
+                                          rf"'fast' \(in sweep file {bad}\)"):
+        sweeps.load(str(bad)).configs({})
+    with pytest.raises(ConfigError, match=rf"unknown key sed in sweep file {bad} .*did you mean seeds\?"):
+        bad.write_text("sed: 2\n")
+        sweeps.load(str(bad))
+
+
+def test_every_preset_config_file_resolves():
+    for f in sorted(CONFIGS.glob("*.yaml")):
+        cfg = resolve(layered_overrides([str(f)], {}, []))
+        assert cfg.dataset and cfg.method, f
+
+
+# ---------------------------------------------------------------------------------------- error sources
+def test_unknown_key_in_a_file_names_the_file_and_suggests(tmp_path):
+    f = tmp_path / "x.yaml"
+    f.write_text("train:\n  leraning_rate: 1e-3\n")
+    with pytest.raises(ConfigError, match=rf"unknown key train.leraning_rate in {f}; did you mean train.lr\? "
+                                          r"valid keys of train: epochs, batch_size"):
+        resolve(layered_overrides([str(f)], {}, []))
+
+
+def test_unknown_key_via_set_names_the_set():
+    with pytest.raises(ConfigError, match=r"unknown key data.seq_lne in --set data.seq_lne=3; did you mean "
+                                          r"data.seq_len\?"):
+        resolve(layered_overrides([], {}, ["data.seq_lne=3"]))
+
+
+def test_later_layers_win_and_errors_name_the_layer_that_set_the_value(tmp_path):
+    a, b = tmp_path / "a.yaml", tmp_path / "b.yaml"
+    a.write_text("train: {epochs: ten, batch_size: 8}\n")
+    b.write_text("train: {epochs: 3}\n")
+    both = resolve(layered_overrides([str(a), str(b)], {}, []))  # b replaces a's bad value
+    assert both.train.epochs == 3 and both.train.batch_size == 8
+    assert resolve(layered_overrides([str(a), str(b)], {}, ["train.epochs=4"])).train.epochs == 4
+    with pytest.raises(ConfigError, match=rf"train.epochs: expected an integer, got 'ten' \(in {a}\)"):
+        resolve(layered_overrides([str(a)], {}, []))
+    user = layered_overrides([str(a)], {"train": {"epochs": 2, "batch_size": None}}, [], {"train.epochs": "--epochs"})
+    assert resolve(user).train.epochs == 2 and resolve(user).train.batch_size == 8
+    with pytest.raises(ConfigError, match=r"train.batch_size must be >= 1, got 0 \(in --batch-size\)"):
+        resolve(layered_overrides([str(b)], {"train": {"batch_size": 0}}, [], {"train.batch_size": "--batch-size"}))
+    with pytest.raises(ConfigError, match=r"unknown dataset 'imagenet'; .* \(in --set dataset=imagenet\)"):
+        resolve(layered_overrides([str(b)], {}, ["dataset=imagenet"]))
+
+
+def test_type_error_names_file_key_type_and_value(tmp_path):
+    f = tmp_path / "t.yaml"
+    f.write_text("data:\n  image_size: big\n")
+    with pytest.raises(ConfigError, match=rf"data.image_size: expected an integer, got 'big' \(in {f}\)"):
+        resolve(layered_overrides([str(f)], {}, []))
+    f.write_text("probe:\n  eval_seq_lens: [1, x]\n")
+    with pytest.raises(ConfigError, match=rf"probe.eval_seq_lens\[1\]: expected an integer, got 'x' \(in {f}\)"):
+        resolve(layered_overrides([str(f)], {}, []))
+    f.write_text("train:\n  lr: '1e-3'\n")  # quoted: a string
+    with pytest.raises(ConfigError, match=rf"train.lr: expected a number or null, got '1e-3' \(a quoted string: "
+                                          rf"drop the quotes\) \(in {f}\)"):
+        resolve(layered_overrides([str(f)], {}, []))
+
+
+def test_per_method_errors_name_the_block_and_its_file(tmp_path):
+    f = tmp_path / "regime.yaml"
+    f.write_text("per_method:\n  simclr:\n    model: {temprature: 0.2}\n")
+    # every block is checked, also those of the other methods
+    with pytest.raises(ConfigError, match=rf"unknown key model.temprature in per_method block 'simclr' of {f}; "
+                                          r"did you mean model.temperature\?"):
+        resolve(layered_overrides([str(f)], {"method": "seqjepa"}, []))
+    f.write_text("per_method:\n  seqjepa:\n    train: {lr: fast}\n")
+    with pytest.raises(ConfigError, match=rf"train.lr: expected a number or null, got 'fast' \(in per_method block "
+                                          rf"'seqjepa' of {f}\)"):
+        resolve(layered_overrides([str(f)], {}, []))
+    f.write_text("per_method:\n  seqjepa:\n    dataset: 3diebench\n")
+    with pytest.raises(ConfigError, match=rf"dataset cannot be set in per_method block 'seqjepa' of {f}"):
+        resolve(layered_overrides([str(f)], {}, []))
+    f.write_text("per_method:\n  seqjepa:\n    train: {lr: 1e-3}\n")
+    assert resolve(layered_overrides([str(f)], {}, [])).train.lr == 1e-3
+    # a block's setting from --set names the --set
+    with pytest.raises(ConfigError, match=r"in per_method block 'seqjepa' of --set per_method.seqjepa.model.emma=1"):
+        resolve(stack(layer({}, "x"), set_overrides(["per_method.seqjepa.model.emma=1"])))
+
+
+def test_cluster_preset_errors_name_the_file_and_suggest(tmp_path):
+    from slurm.launch import load_preset
+
+    f = tmp_path / "c.yaml"
+    base = load_yaml(Path(__file__).resolve().parent.parent / "slurm" / "clusters" / "local.yaml")
+    f.write_text(yamlio.dump({**base, "partiton": "gpu"}))
+    with pytest.raises(ConfigError, match=rf"unknown key partiton in cluster preset {f}; did you mean partition\?"):
+        load_preset(str(f), {})
+    f.write_text(yamlio.dump({**base, "mem_gb": "lots"}))
+    with pytest.raises(ConfigError, match=rf"mem_gb: expected an integer, got 'lots' \(in cluster preset {f}\)"):
+        load_preset(str(f), {})
 
 
 @pytest.mark.parametrize("key,value,msg", [
@@ -51,7 +219,7 @@ def test_value_checks():
 def test_set_parsing_is_nested_and_typed():
     assert parse_set(["train.epochs=5", "model.act_cond=false", "probe.eval_seq_lens=[1, 3]", "sweep=x"]) == {
         "train": {"epochs": 5}, "model": {"act_cond": False}, "probe": {"eval_seq_lens": [1, 3]}, "sweep": "x"}
-    with pytest.raises(ConfigError, match="expected KEY=VALUE"):
+    with pytest.raises(ConfigError, match="--set train.epochs: expected KEY=VALUE"):
         parse_set(["train.epochs"])
 
 

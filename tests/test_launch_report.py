@@ -69,7 +69,13 @@ def test_missing_data_fails_before_submission_naming_path_and_download(tmp_path,
 
 def test_split_files_are_checked_and_a_complete_tree_passes(tmp_path, capsys):
     root = generate(MiniConfig(classes=3, objects_per_class=5, views=6, resolution=32), progress=False)
+    # the 3diebench preset's batch of 512 cannot fit the 12 training objects of this tree: refused at launch
     args = ["--sweep", _sweep(tmp_path), "--out", str(tmp_path / "runs"), "--dry-run"]
+    assert main([*args, "--data-root", str(root)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: some runs do not fit their data, so nothing was submitted")
+    assert "run(s) 0-1: train.batch_size = 512 is larger than the 12 training samples of 3diebench" in err
+    args = ["--sweep", _sweep(tmp_path, **{"train.batch_size": 4}), "--out", str(tmp_path / "runs"), "--dry-run"]
     assert main([*args, "--data-root", str(root)]) == 0  # official layout, split files in the root
     assert "2 would be submitted" in capsys.readouterr().out
 

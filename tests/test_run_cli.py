@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from benchmark import preflight
+from benchmark.config import RunConfig, TrainConfig
+from benchmark.data import mini3d
+from benchmark.errors import ConfigError
 from benchmark.run import main
 from tests.conftest import tiny_args
 from tests.test_threedie import write_official_tree
@@ -77,8 +82,9 @@ def test_real_3diebench_loader_through_the_cli(tmp_path):
     (["--method", "jepa"], "unknown method 'jepa'; valid methods:"),
     (["--dataset", "imagenet"], "unknown dataset 'imagenet'; valid datasets:"),
     (["--seq-len", "0"], "must be >= 1"),
-    (["--set", "train.epochz=3"], "unknown key epochz in train; valid keys:"),
-    (["--set", "train.epochs=many"], "train.epochs: expected an integer"),
+    (["--set", "train.epochz=3"], "unknown key train.epochz in --set train.epochz=3; did you mean train.epochs?"),
+    (["--set", "train.epochs=many"], "train.epochs: expected an integer, got 'many' (in --set train.epochs=many)"),
+    (["--set", "train.lr=1e-3x"], "train.lr: expected a number or null, got '1e-3x' (in --set train.lr=1e-3x)"),
     (["--set", "data.mini.classes=99"], "data.mini.classes must be 1..10"),
     (["--batch-size", "1000"], "larger than the"),
     (["--config", "/nonexistent.yaml"], "config file /nonexistent.yaml does not exist"),
@@ -115,3 +121,58 @@ def test_corrupt_image_is_named_and_leaves_no_result(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "corrupt image" in err and "image_" in err and "Traceback" not in err
     assert results(tmp_path / "runs") == []
+
+
+def test_yaml_1_2_floats_from_set_and_config_files(tmp_path, capsys):
+    f = tmp_path / "lr.yaml"
+    f.write_text("train:\n  lr: 5e-4\nprobe:\n  lr: 1e-3\n")
+    assert main(["--config", str(f), "--set", "train.weight_decay=1e-3", "--print-config"]) == 0
+    out = capsys.readouterr().out
+    assert "  lr: 0.0005\n" in out and "  weight_decay: 0.001\n" in out and "  lr: 0.001\n" in out
+    assert main(["--set", "train.lr=1e-3", "--print-config"]) == 0
+    assert "  lr: 0.001\n" in capsys.readouterr().out
+    f.write_text("train:\n  leraning_rate: 1e-3\n")
+    assert main(["--config", str(f), "--print-config"]) == 2
+    assert f"error: unknown key train.leraning_rate in {f}; did you mean train.lr?" in capsys.readouterr().err
+
+
+@pytest.fixture
+def no_rendering(tmp_path, monkeypatch):
+    """A fresh empty SEQBENCH_CACHE, and a mini generator that fails the test if anything calls it."""
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    monkeypatch.setenv("SEQBENCH_CACHE", str(cache))
+
+    def generate(*args, **kwargs):
+        raise AssertionError("the mini dataset was rendered before the config was validated")
+
+    monkeypatch.setattr(mini3d, "generate", generate)
+    return cache
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--batch-size", "1000"], "train.batch_size (in --batch-size) = 1000 is larger than the 12 training samples of "
+                               "3diebench-mini (data.mini: 3 classes x 4 training objects, 6 views each)"),
+    (["--seq-len", "6"], "seqjepa at data.seq_len (in --seq-len) = 6 needs 7 views per training sample but "
+                         "3diebench-mini has 6 per object"),
+    (["--set", "probe.eval_seq_lens=[1,8]"], "probe.eval_seq_lens[1] (in --set probe.eval_seq_lens=[1,8]) = 8 "
+                                             "needs 8 views per object for the probes but 3diebench-mini has 6"),
+])
+def test_impossible_settings_fail_before_rendering_or_any_run_directory(tmp_path, capsys, no_rendering, extra,
+                                                                        message):
+    out = tmp_path / "runs"
+    t0 = time.perf_counter()
+    assert main(tiny_args(out) + extra) == 2
+    assert time.perf_counter() - t0 < 60  # no rendering, no training: imports only (a loaded CI machine)
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and "Nothing was rendered or written" in err
+    assert not out.exists() and list(no_rendering.iterdir()) == []
+
+
+def test_batch_size_is_checked_against_the_data_parallel_world_size():
+    sizes = preflight.DataSizes(train=100, views=12, what="a test")
+    preflight.check(RunConfig(train=TrainConfig(batch_size=8)), sizes, views_needed=4, world_size=4)
+    with pytest.raises(ConfigError, match="train.batch_size = 10 does not split over 4 data-parallel processes"):
+        preflight.check(RunConfig(train=TrainConfig(batch_size=10)), sizes, views_needed=4, world_size=4)
+    # no pre-training, no batch: only the probes' view counts matter
+    preflight.check(RunConfig(train=TrainConfig(batch_size=1000, epochs=0)), sizes, views_needed=40)

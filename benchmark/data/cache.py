@@ -45,7 +45,6 @@ import torch
 from PIL import Image, UnidentifiedImageError, features
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import functional as TF
-from tqdm import tqdm
 
 from benchmark.config import RunConfig
 from benchmark.data.base import loader_workers
@@ -53,6 +52,7 @@ from benchmark.data.mini3d import default_cache_dir
 from benchmark.data.threedie import MEAN, SPLIT_FILES, STD, ThreeDIEBench
 from benchmark.errors import DataError
 from benchmark.fileio import atomic_write_text
+from benchmark.progress import Progress, say
 from benchmark.results import now
 
 FORMAT, VERSION = "seqbench-3diebench-decoded", 1
@@ -250,10 +250,6 @@ class _DecodeObjects(Dataset):
         return i, images, latents
 
 
-def _say(msg: str) -> None:
-    tqdm.write(msg, file=sys.stderr)
-
-
 @contextmanager
 def _lock(path: Path) -> Iterator[None]:
     """Exclusive lock on the cache folder: data-parallel ranks and concurrent jobs build it once."""
@@ -267,10 +263,10 @@ def _lock(path: Path) -> Iterator[None]:
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            _say(f"waiting for another process writing the decoded cache {path}")
+            say(f"waiting for another process writing the decoded cache {path}")
             fcntl.flock(f, fcntl.LOCK_EX)
         except OSError as e:  # a filesystem without locks: do not run two builds of one cache at once
-            _say(f"cannot lock {path} ({e}); build the cache once (python -m benchmark.decoded_cache) before "
+            say(f"cannot lock {path} ({e}); build the cache once (python -m benchmark.decoded_cache) before "
                  f"starting several processes on it")
             yield
             return
@@ -318,8 +314,7 @@ def build(path: Path, ds: ThreeDIEBench, status: Status, progress: bool = True, 
                         generator=torch.Generator())
     last = {chunks[c].stop - 1: c for c in todo}
     desc = f"decoding 3DIEBench {ds.split} -> {ds.image_size} px cache"
-    with tqdm(total=len(ds.objects), initial=len(ds.objects) - len(indices), desc=desc, unit="obj",
-              disable=not progress) as bar:
+    with Progress(len(ds.objects), desc, "obj", initial=len(ds.objects) - len(indices), enabled=progress) as bar:
         for i, imgs, lats in loader:
             images[i], latents[i] = imgs.numpy(), lats.numpy()
             bar.update(1)
@@ -346,7 +341,7 @@ def ensure_cache(ds: ThreeDIEBench, cache_dir: str | Path | None = None, progres
                                 f"python -m benchmark.decoded_cache (same --data-root/--image-size/--set options as "
                                 f"the run), or set data.decoded_cache=false to read the JPEGs")
             if status.reason != "not built yet":
-                _say(f"decoded cache {path}: {status.reason}; "
+                say(f"decoded cache {path}: {status.reason}; "
                      f"{'rebuilding it' if status.rebuild else 'writing the missing chunks'}")
             build(path, ds, status, progress, workers, chunk_objects, split_dir)
             status = inspect(path, ds)

@@ -48,6 +48,7 @@ from pathlib import Path
 
 from benchmark.errors import DataError, SeqbenchError, user_message
 from benchmark.fileio import atomic_write_text
+from benchmark.progress import Progress
 
 MIRROR_ENV = "SEQBENCH_DOWNLOAD_MIRROR"
 CHUNK = 1 << 20
@@ -159,38 +160,6 @@ def expected_checksum(asset: Asset, path: Path) -> tuple[str, str] | None:
 
 
 # ------------------------------------------------------------------------------------------- transfer
-class _Progress:
-    """A tqdm bar on a terminal; otherwise a plain line every 10 % (or every 100 MB when the size is unknown)."""
-
-    def __init__(self, desc: str, total: int | None, initial: int, log: Callable[[str], None]) -> None:
-        self.desc, self.total, self.done, self.log = desc, total, initial, log
-        self.bar = None
-        self.next_report = initial
-        if sys.stderr.isatty():
-            from tqdm import tqdm
-
-            self.bar = tqdm(total=total, initial=initial, desc=desc, unit="B", unit_scale=True, unit_divisor=1024)
-        self._advance_mark()
-
-    def _advance_mark(self) -> None:
-        step = self.total // 10 if self.total else 100 * CHUNK
-        while self.next_report <= self.done:
-            self.next_report += max(step, CHUNK)
-
-    def update(self, n: int) -> None:
-        self.done += n
-        if self.bar is not None:
-            self.bar.update(n)
-        elif self.done >= self.next_report:
-            of = f" of {self.total / 1e6:.1f} MB ({100 * self.done / self.total:.0f} %)" if self.total else " MB"
-            self.log(f"{self.desc}: {self.done / 1e6:.1f}{of}")
-            self._advance_mark()
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-
-
 def _open(url: str, offset: int):
     headers = {"User-Agent": USER_AGENT}
     if offset:
@@ -225,7 +194,8 @@ def fetch(url: str, dest: Path, log: Callable[[str], None] = print) -> None:
             offset = 0
         length = resp.headers.get("Content-Length")
         total = offset + int(length) if length and length.isdigit() else None
-        progress = _Progress(f"downloading {dest.name}", total, offset, log)
+        # a bar on a terminal; else a line every 10 % or 30 s (benchmark/progress.py)
+        progress = Progress(total, f"downloading {dest.name}", "B", initial=offset, unit_scale=True, say=log)
         try:
             with part.open("ab" if offset else "wb") as f:
                 while chunk := resp.read(CHUNK):
@@ -315,7 +285,7 @@ def _extract_tar(archive: Path, dest: Path, log: Callable[[str], None]) -> None:
                             f"this is Python {sys.version.split()[0]}: upgrade, or extract it yourself")
     size = archive.stat().st_size
     with archive.open("rb") as raw:
-        progress = _Progress(f"extracting {archive.name}", size, 0, log)
+        progress = Progress(size, f"extracting {archive.name}", "B", unit_scale=True, say=log)
         reader = _CountingReader(raw, progress)
         try:
             with tarfile.open(fileobj=reader, mode="r|*") as tar:  # streamed: one pass over a 17 GB archive
@@ -328,7 +298,7 @@ def _extract_tar(archive: Path, dest: Path, log: Callable[[str], None]) -> None:
 class _CountingReader:
     """A read-only file object that reports how far the tar stream has read (for the progress)."""
 
-    def __init__(self, raw, progress: _Progress) -> None:
+    def __init__(self, raw, progress: Progress) -> None:
         self.raw, self.progress = raw, progress
 
     def read(self, n: int = -1) -> bytes:

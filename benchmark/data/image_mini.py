@@ -156,12 +156,17 @@ def cache_key(fmt: str, cfg: ImageMiniConfig) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:10]
 
 
-def generate(fmt: str, cfg: ImageMiniConfig, cache_dir: str | Path | None = None) -> Path:
-    """Write the ``fmt`` stand-in once (cached by its settings); returns the folder to pass as data root."""
+def check_settings(cfg: ImageMiniConfig) -> None:
+    """The generator's limits (also checked before a run starts: benchmark/preflight.py)."""
     if not 2 <= cfg.classes <= len(SHAPES):
         raise ConfigError(f"data.image_mini.classes must be 2..{len(SHAPES)}, got {cfg.classes}")
     if cfg.train_per_class < 1 or cfg.test_per_class < 1 or cfg.unlabeled < 0:
         raise ConfigError("data.image_mini needs train_per_class >= 1, test_per_class >= 1 and unlabeled >= 0")
+
+
+def generate(fmt: str, cfg: ImageMiniConfig, cache_dir: str | Path | None = None) -> Path:
+    """Write the ``fmt`` stand-in once (cached by its settings); returns the folder to pass as data root."""
+    check_settings(cfg)
     base = Path(cache_dir) if cache_dir else default_cache_dir()
     root = base / f"{fmt}-mini-{cache_key(fmt, cfg)}"
     if (root / "COMPLETE").is_file():

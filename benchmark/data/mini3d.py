@@ -29,10 +29,10 @@ import numpy as np
 import torch
 from PIL import Image
 from scipy.spatial.transform import Rotation
-from tqdm import tqdm
 
 from benchmark.config import MiniConfig, to_dict
 from benchmark.errors import ConfigError
+from benchmark.progress import Progress
 
 GENERATOR_VERSION = 3  # 2: three materials per object over its primitives; 3: the pose-only variant
 CLASS_NAMES = ["airplane", "chair", "table", "lamp", "mug", "car", "guitar", "sofa", "bottle", "tower"]
@@ -274,16 +274,27 @@ def _render_object(job: tuple[MiniConfig, Path, int, int]) -> None:
         np.save(d / f"latent_{k}.npy", lat[k].astype(np.float32))
 
 
+def check_settings(cfg: MiniConfig) -> None:
+    """The generator's limits (also checked before a run starts: benchmark/preflight.py)."""
+    if not 1 <= cfg.classes <= len(CLASS_NAMES):
+        raise ConfigError(f"data.mini.classes must be 1..{len(CLASS_NAMES)}, got {cfg.classes}")
+    if cfg.objects_per_class < 2 or cfg.views < 2 or cfg.resolution < 8:
+        raise ConfigError("data.mini needs objects_per_class >= 2, views >= 2 and resolution >= 8")
+
+
+def split_sizes(cfg: MiniConfig) -> tuple[int, int]:
+    """(training, held-out) objects per class: the first fifth of each class's objects (at least one) is held out."""
+    n_val = max(1, cfg.objects_per_class // 5)
+    return cfg.objects_per_class - n_val, n_val
+
+
 def generate(cfg: MiniConfig, cache_dir: Path | None = None, progress: bool = True, workers: int | None = None) -> Path:
     """Render the mini dataset once (cached by its settings) and return its root folder.
 
     ``workers`` single-threaded render processes (None: :func:`render_workers`; 0: in this process). The
     tree is the same byte for byte whatever the number of workers.
     """
-    if not 1 <= cfg.classes <= len(CLASS_NAMES):
-        raise ConfigError(f"data.mini.classes must be 1..{len(CLASS_NAMES)}, got {cfg.classes}")
-    if cfg.objects_per_class < 2 or cfg.views < 2 or cfg.resolution < 8:
-        raise ConfigError("data.mini needs objects_per_class >= 2, views >= 2 and resolution >= 8")
+    check_settings(cfg)
     base = Path(cache_dir) if cache_dir else default_cache_dir()
     root = base / f"3diebench-mini-{cache_key(cfg)}" / "3DIEBench"
     if (root.parent / "COMPLETE").is_file():
@@ -291,14 +302,14 @@ def generate(cfg: MiniConfig, cache_dir: Path | None = None, progress: bool = Tr
     tmp = root.parent.with_name(root.parent.name + f".tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     (tmp / "3DIEBench").mkdir(parents=True)
-    n_val = max(1, cfg.objects_per_class // 5)
+    n_val = split_sizes(cfg)[1]
     jobs = [(cfg, tmp / "3DIEBench", c, i) for c in range(cfg.classes) for i in range(cfg.objects_per_class)]
     splits: dict[str, list] = {"train": [], "val": []}
     for _, _, c, i in jobs:
         splits["val" if i < n_val else "train"].append((f"/{SYNSET_BASE + c:08d}/{CLASS_NAMES[c]}{i:04d}/", c))
     workers = render_workers(len(jobs)) if workers is None else workers
-    with tqdm(total=len(jobs), desc=f"rendering 3diebench-mini ({max(workers, 1)} process(es))", unit="obj",
-              disable=not progress) as bar:
+    with Progress(len(jobs), f"rendering 3diebench-mini ({max(workers, 1)} process(es))", "obj",
+                  enabled=progress) as bar:
         if workers <= 0:
             for job in jobs:
                 _render_object(job)

@@ -23,12 +23,12 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Subset
-from tqdm import tqdm
 
 from benchmark.config import ProbeConfig
 from benchmark.data.base import SequenceDataset, collate
 from benchmark.probes.heads import fit_head, make_head, predict
 from benchmark.probes.metrics import r2_global, r2_uniform, top1
+from benchmark.progress import progress as report
 from methods.contract import Method
 
 PROTOCOL = ("view representations: features of probe.bank_views views per object cached; every probe epoch "
@@ -68,7 +68,7 @@ def extract_bank(method: Method, ds: SequenceDataset, views: int, batch_size: in
                         shuffle=False, num_workers=num_workers, collate_fn=collate)
     feats: dict[str, list[Tensor]] = {r: [] for r in view_reps}
     latents, labels = [], []
-    for b in tqdm(loader, desc=desc, unit="batch", disable=not progress, leave=False):
+    for b in report(loader, desc, unit="batch", enabled=progress):
         enc = method.encode(b["views"].to(device), b["actions"].to(device))
         for r in view_reps:
             feats[r].append(enc[r].float().cpu())
@@ -112,28 +112,28 @@ def _predict_chunked(head: nn.Module, x: Tensor, idx: tuple[Tensor, Tensor, Tens
 
 
 def bank_probes(tr: Bank, va: Bank, ds: SequenceDataset, rep: str, num_classes: int, p: ProbeConfig, seed: int,
-                device: torch.device) -> dict:
+                device: torch.device, progress: bool = False) -> dict:
     """Top-1 and every equivariance probe of ``ds`` on view representation ``rep`` -> {"top1", "<t>_r2", ...}."""
     x, xv = tr.feats[rep], va.feats[rep]
     (n, k), (nv, kv) = tr.shape, va.shape
 
-    def fit(kind: str, d_out: int, pairs: bool, target, loss_fn) -> nn.Module:
+    def fit(name: str, kind: str, d_out: int, pairs: bool, target, loss_fn) -> nn.Module:
         def data(epoch: int) -> tuple[Tensor, Tensor]:
             g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
             idx = _draw(n, k, p.bank_draws, g, pairs)
             return _inputs(x, *idx, pairs), target(*idx)
         torch.manual_seed(seed)
         head = make_head(kind, x.shape[2] * (2 if pairs else 1), d_out, p.hidden).to(device)
-        return fit_head(head, data, loss_fn, p, seed)
+        return fit_head(head, data, loss_fn, p, seed, f"probe {name} ({rep}, view bank)", progress)
 
     out: dict = {}
-    head = fit("linear", num_classes, False, lambda obj, a, b: tr.labels[obj], nn.functional.cross_entropy)
+    head = fit("top1", "linear", num_classes, False, lambda obj, a, b: tr.labels[obj], nn.functional.cross_entropy)
     idx = _every(nv, kv, pairs=False)
     out["top1"] = top1(_predict_chunked(head, xv, idx, False), va.labels[idx[0]])
     for t in ds.probe_targets:
         pairs = t.kind == "pair"
-        head = fit(t.head, t.dim, pairs, lambda obj, a, b, name=t.name: _targets(ds, tr, name, obj, a, b),
-                   nn.functional.mse_loss)
+        head = fit(f"{t.name}_r2", t.head, t.dim, pairs,
+                   lambda obj, a, b, name=t.name: _targets(ds, tr, name, obj, a, b), nn.functional.mse_loss)
         idx = _every(nv, kv, pairs)
         pred, target = _predict_chunked(head, xv, idx, pairs).cpu(), _targets(ds, va, t.name, *idx)
         out[f"{t.name}_r2"], out[f"{t.name}_r2_global"] = r2_uniform(pred, target), r2_global(pred, target)

@@ -7,7 +7,9 @@ For each split, ``probe.{train,val}_samples`` view sequences per object are draw
   ``probe.eval_seq_lens`` -> top-1 at each inference length;
 * view representations (kind "view"), on datasets without a view bank (or ``probe.view_protocol =
   samples``): views 0 and 1 -> top-1 (view 0), pair probes on concat(view 0, view 1) (relative
-  rotation, colour), single probes on view 0 (individual rotation).
+  rotation, colour), single probes on view 0 (individual rotation);
+* ``knn_top1``: cosine kNN top-1 (benchmark/probes/knn.py) on the headline top-1 representation of
+  these cached samples (no head to fit: the geometry of the representation).
 
 On datasets with a view bank (3DIEBench and its mini) view representations are probed as upstream
 does, with fresh views / pairs every probe epoch, from features cached once (benchmark/probes/bank.py).
@@ -20,13 +22,14 @@ from __future__ import annotations
 
 import torch
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from benchmark.config import PROBE_PRESETS, ProbeConfig, RunConfig
 from benchmark.data.base import SequenceDataset, collate, loader_workers
 from benchmark.probes import bank
 from benchmark.probes.heads import linear_probe, regression_probe
+from benchmark.probes.knn import knn_top1
 from benchmark.probes.path_integration import path_integration
+from benchmark.progress import progress as report
 from methods.contract import Method
 
 PROTOCOL = ("frozen encoder in eval mode; features of probe.train_samples / probe.val_samples fixed view "
@@ -45,7 +48,7 @@ def extract(method: Method, ds: SequenceDataset, lens: list[int], batch_size: in
     out: dict = {"view": {r: [] for r in view_reps}, "seq": {r: {m: [] for m in lens} for r in seq_reps},
                  "label": [], "targets": {}}
     loader = DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=collate)
-    for b in tqdm(loader, desc=desc, unit="batch", disable=not progress, leave=False):
+    for b in report(loader, desc, unit="batch", enabled=progress):
         views, actions = b["views"].to(device), b["actions"].to(device)
         enc = method.encode(views[:, :2], actions[:, :1])
         for r in view_reps:
@@ -82,14 +85,18 @@ def evaluate(method: Method, cfg: RunConfig, train_ds: SequenceDataset, val_ds: 
         btr = bank.extract_bank(method, train_ds, p.bank_views, p.batch_size, device, nw, "view bank (train)", progress)
         bva = bank.extract_bank(method, val_ds, p.bank_views, p.batch_size, device, nw, "view bank (val)", progress)
         for r in tr["view"]:
-            per_rep[r] = bank.bank_probes(btr, bva, train_ds, r, n_cls, p, seed, device)
+            per_rep[r] = bank.bank_probes(btr, bva, train_ds, r, n_cls, p, seed, device, progress)
     else:
-        per_rep.update(_sample_view_probes(tr, va, train_ds, n_cls, p, seed, device))
+        per_rep.update(_sample_view_probes(tr, va, train_ds, n_cls, p, seed, device, progress))
     for r, by_len in tr["seq"].items():
-        accs = {str(m): linear_probe(by_len[m], tr["label"], va["seq"][r][m], va["label"], n_cls, p, seed, device)
+        accs = {str(m): linear_probe(by_len[m], tr["label"], va["seq"][r][m], va["label"], n_cls, p, seed, device,
+                                     f"probe top1 ({r}, M_val={m})", progress)
                 for m in lens}
         per_rep[r] = {"top1": accs[str(cfg.eval_seq_len)], "top1_by_eval_len": accs}
     metrics = headline(method, per_rep, train_ds, va["label"].shape[0], tr["label"].shape[0])
+    src = metrics["headline_source"]["top1"]
+    metrics.update(knn_metric(tr, va, src, cfg.eval_seq_len, n_cls, p, device))
+    metrics["headline_source"]["knn_top1"] = src
     metrics.update(probe_record(p))
     if use_bank:
         metrics["probe_protocol"] = f"{PROTOCOL}; {bank.PROTOCOL}"
@@ -100,17 +107,27 @@ def evaluate(method: Method, cfg: RunConfig, train_ds: SequenceDataset, val_ds: 
     return metrics
 
 
+def knn_metric(tr: dict, va: dict, rep: str, m_val: int, n_cls: int, p: ProbeConfig, device: torch.device) -> dict:
+    """``knn_top1``: kNN top-1 (%) on the headline top-1 representation ``rep`` of the cached probe samples (its
+    M_val features for a sequence representation, view 0 for a view one), ``probe.knn_k`` / ``probe.knn_t``."""
+    x_tr, x_va = (tr["seq"][rep][m_val], va["seq"][rep][m_val]) if rep in tr["seq"] else \
+        (tr["view"][rep][:, 0], va["view"][rep][:, 0])
+    return {"knn_top1": knn_top1(x_tr, tr["label"], x_va, va["label"], n_cls, p.knn_k, p.knn_t, device)}
+
+
 def _sample_view_probes(tr: dict, va: dict, ds: SequenceDataset, n_cls: int, p: ProbeConfig, seed: int,
-                        device: torch.device) -> dict[str, dict]:
+                        device: torch.device, progress: bool = False) -> dict[str, dict]:
     """View representations probed on the fixed sampled sequences (views 0 and 1 of each)."""
     out: dict[str, dict] = {}
     for r, x in tr["view"].items():
         xv = va["view"][r]
-        d: dict = {"top1": linear_probe(x[:, 0], tr["label"], xv[:, 0], va["label"], n_cls, p, seed, device)}
+        d: dict = {"top1": linear_probe(x[:, 0], tr["label"], xv[:, 0], va["label"], n_cls, p, seed, device,
+                                        f"probe top1 ({r})", progress)}
         for t in ds.probe_targets:
             f_tr = x.flatten(1) if t.kind == "pair" else x[:, 0]
             f_va = xv.flatten(1) if t.kind == "pair" else xv[:, 0]
-            u, g = regression_probe(f_tr, tr["targets"][t.name], f_va, va["targets"][t.name], t.head, p, seed, device)
+            u, g = regression_probe(f_tr, tr["targets"][t.name], f_va, va["targets"][t.name], t.head, p, seed, device,
+                                    f"probe {t.name}_r2 ({r})", progress)
             d[f"{t.name}_r2"], d[f"{t.name}_r2_global"] = u, g
         out[r] = d
     return out
@@ -143,6 +160,7 @@ def probe_record(p: ProbeConfig) -> dict:
     """How the heads were fitted, for result.json: ``probe_preset`` (the preset's name) and ``probe_fit`` (the
     values used, ``bank_views`` 0 = every view, and the keys set apart from the preset in ``overrides``)."""
     fit = {"optimizer": p.optimizer, "lr": p.lr, "weight_decay": p.weight_decay, "batch_size": p.batch_size,
-           "epochs": p.epochs, "view_protocol": p.view_protocol, "bank_views": p.bank_views}
+           "epochs": p.epochs, "view_protocol": p.view_protocol, "bank_views": p.bank_views, "knn_k": p.knn_k,
+           "knn_t": p.knn_t}
     overrides = sorted(k for k, v in PROBE_PRESETS[p.preset].items() if fit[k] != v)
     return {"probe_preset": p.preset, "probe_fit": {**fit, "overrides": overrides}}

@@ -7,7 +7,8 @@ mode, ``torch.no_grad``) and fits the final probes' heads on it from scratch, wi
 
 * ``online_top1``: linear classifier on the method's headline top-1 representation (z_AGG of
   ``eval_seq_len`` views for seq-JEPA, a single view's encoding for the two-view baselines);
-* ``online_knn_top1``: k-nearest-neighbour top-1 on the same features (lightly's ``knn_predict``);
+* ``online_knn_top1``: k-nearest-neighbour top-1 on the same features (benchmark/probes/knn.py,
+  ``probe.knn_k`` / ``probe.knn_t``);
 * ``online_<target>_r2`` for every equivariance probe of the dataset (``rotation``, ``color``,
   ``indiv_rotation`` on 3DIEBench; augmentation parameters or fixation shifts on the image datasets),
   read from the representation the method's headline names for it. On datasets with a view bank the
@@ -27,7 +28,6 @@ import dataclasses
 import itertools
 
 import torch
-from lightly.utils.benchmarking import knn_predict
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Subset
 
@@ -35,10 +35,10 @@ from benchmark.config import RunConfig
 from benchmark.data.base import SequenceDataset, collate
 from benchmark.probes import bank
 from benchmark.probes.heads import fit_head, make_head, predict
+from benchmark.probes.knn import knn_top1
 from benchmark.probes.metrics import r2_uniform, top1
 from methods.contract import Method
 
-KNN_K, KNN_T = 200, 0.1  # lightly / solo-learn defaults
 MAX_BANK_VIEWS = 8  # views per monitor object on view-bank datasets (all 8 x 7 ordered pairs are scored)
 
 
@@ -47,14 +47,6 @@ def balanced_objects(ds: SequenceDataset, n: int) -> list[int]:
     labels = ds.labels_of()
     by_class = [[i for i in range(len(labels)) if labels[i] == c] for c in sorted(set(labels.tolist()))]
     return [i for group in itertools.zip_longest(*by_class) for i in group if i is not None][:n]
-
-
-def knn_top1(train_x: Tensor, train_y: Tensor, val_x: Tensor, val_y: Tensor, num_classes: int) -> float:
-    """Cosine kNN top-1 (%) of ``val_x`` against ``train_x`` (lightly ``knn_predict``, k=200, t=0.1)."""
-    bank_x = nn.functional.normalize(train_x.float(), dim=1).T.contiguous()
-    pred = knn_predict(nn.functional.normalize(val_x.float(), dim=1), bank_x, train_y, num_classes,
-                       knn_k=min(KNN_K, train_x.shape[0]), knn_t=KNN_T)
-    return float((pred[:, 0] == val_y).float().mean() * 100)
 
 
 class OnlineProbes:
@@ -77,6 +69,7 @@ class OnlineProbes:
         # The final probes' protocol on a budget that fits between training steps.
         self.probe_cfg = dataclasses.replace(p, epochs=min(p.epochs, 50), hidden=min(p.hidden, 512),
                                              bank_draws=max(p.bank_draws, 4))
+        self.knn = {"k": p.knn_k, "t": p.knn_t, "device": device}
         self.bank_views = min(bank.bank_size(train_ds, p.bank_views), MAX_BANK_VIEWS) if train_ds.view_bank else 0
 
     def __call__(self) -> dict[str, float]:
@@ -110,7 +103,7 @@ class OnlineProbes:
             (tr, va), k = banks, self.bank_views
             out["online_knn_top1"] = knn_top1(tr.feats[self.top1_rep].flatten(0, 1), tr.labels.repeat_interleave(k),
                                               va.feats[self.top1_rep].flatten(0, 1), va.labels.repeat_interleave(k),
-                                              self.num_classes)
+                                              self.num_classes, **self.knn)
             return out
         tr, va = (self._encode_sequences(ds, objs) for ds, objs in zip((self.train_ds, self.val_ds), self.objects,
                                                                         strict=True))
@@ -146,7 +139,7 @@ class OnlineProbes:
         head = make_head("linear", x_tr.shape[1], self.num_classes, 0).to(self.device)
         fit_head(head, lambda e: (x_tr, tr["labels"]), nn.functional.cross_entropy, self.probe_cfg, self.seed)
         out["online_top1"] = top1(predict(head, x_va), va["labels"])
-        out["online_knn_top1"] = knn_top1(x_tr, tr["labels"], x_va, va["labels"], self.num_classes)
+        out["online_knn_top1"] = knn_top1(x_tr, tr["labels"], x_va, va["labels"], self.num_classes, **self.knn)
         if not with_pairs:
             return out
         for t in self.train_ds.probe_targets:

@@ -28,11 +28,11 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from benchmark.config import RunConfig
 from benchmark.data.base import SequenceDataset, collate, loader_workers
 from benchmark.probes.heads import regression_probe
+from benchmark.progress import progress as report
 from methods.contract import Method
 
 PROTOCOL = ("path integration: MLP probe from the sequence representation of the first M views (with their "
@@ -71,7 +71,7 @@ def _features(method: Method, ds: SequenceDataset, rep: str, lens: list[int], ki
     out: dict = {"x": {m: [] for m in lens}, "blind": {m: [] for m in lens}, "t": {m: [] for m in lens}}
     loader = DataLoader(ds, batch_size=cfg.probe.batch_size, shuffle=False,
                         num_workers=loader_workers(cfg.data.num_workers), collate_fn=collate)
-    for b in tqdm(loader, desc=desc, unit="batch", disable=not cfg.train.progress, leave=False):
+    for b in report(loader, desc, unit="batch", enabled=cfg.train.progress):
         views, actions = b["views"].to(device), b["actions"].to(device)
         for m in lens:
             out["x"][m].append(method.encode(views[:, :m], actions[:, : m - 1])[rep].float().cpu())
@@ -102,11 +102,13 @@ def path_integration(method: Method, cfg: RunConfig, train_ds: SequenceDataset, 
     p = cfg.probe
     r2, r2_global, r2_blind = {}, {}, {}
     for m in lens:
-        u, g = regression_probe(tr["x"][m], tr["t"][m], va["x"][m], va["t"][m], "mlp", p, cfg.seed, device)
+        u, g = regression_probe(tr["x"][m], tr["t"][m], va["x"][m], va["t"][m], "mlp", p, cfg.seed, device,
+                                f"probe path_r2 ({rep}, M={m})", cfg.train.progress)
         r2[str(m)], r2_global[str(m)] = u, g
         if blind:
             r2_blind[str(m)] = regression_probe(tr["blind"][m], tr["t"][m], va["blind"][m], va["t"][m], "mlp", p,
-                                                cfg.seed, device)[0]
+                                                cfg.seed, device, f"probe path_r2 no vision ({rep}, M={m})",
+                                                cfg.train.progress)[0]
     out = {"path_r2": r2[str(max(2, cfg.eval_seq_len))], "path_r2_by_eval_len": r2,
            "path_r2_global_by_eval_len": r2_global, "path_source": rep, "path_protocol": PROTOCOL}
     if blind:

@@ -1,0 +1,110 @@
+"""Checks of a run against cheap facts about its dataset, before any data is rendered or written.
+
+``benchmark.run`` calls :func:`check` after building the method and before building the datasets
+(which renders a generated dataset, or decodes a cache) and before the run directory exists; the
+launcher calls it for every run it is about to submit. The facts (:class:`DataSizes`) come from the
+config for the generated datasets, from the split files for 3DIEBench, and from the official split
+sizes for CIFAR-100, Tiny ImageNet and STL-10: nothing is decoded, so a wrong batch size or sequence
+length fails in well under a second. The training loop keeps its own checks (they see the real data).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from benchmark.config import RunConfig
+from benchmark.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class DataSizes:
+    """What a run may ask of a dataset: pre-training samples per epoch and views per object."""
+
+    train: int  # pre-training samples (objects, images) in one epoch
+    views: int | None  # views per object; None = drawn on demand (augmentations, glimpses): any number
+    what: str  # where the numbers come from, for the messages
+
+
+# ---------------------------------------------------------------------------------------- sizes
+def mini3d_sizes(cfg: RunConfig) -> DataSizes:
+    from benchmark.data import mini3d
+
+    m = cfg.data.mini
+    mini3d.check_settings(m)
+    per_class = mini3d.split_sizes(m)[0]
+    return DataSizes(m.classes * per_class, m.views, f"data.mini: {m.classes} classes x {per_class} training "
+                     f"objects, {m.views} views each")
+
+
+def threedie_sizes(cfg: RunConfig) -> DataSizes:
+    """Objects of the training split and views of the first object of each split (the loader's own checks)."""
+    from benchmark.data.threedie import ThreeDIEBench
+
+    d = cfg.data
+    root = d.root or os.environ.get("SEQBENCH_DATA_ROOT")
+    train, val = (ThreeDIEBench(root, split, 1, d.image_size, d.latent_type, cfg.seed, True, d.canonical_quat,
+                                d.split_dir, d.fallback_split) for split in ("train", "val"))
+    views = min(train.views_per_object, val.views_per_object)
+    return DataSizes(len(train.objects), views, f"the training split of {train.root}, {views} views per object")
+
+
+def fixed_sizes(train: int, what: str) -> Callable[[RunConfig], DataSizes]:
+    """An official dataset of ``train`` pre-training images, views drawn on demand."""
+    return lambda cfg: DataSizes(train, None, what)
+
+
+def stl10_sizes(cfg: RunConfig) -> DataSizes:
+    n = {"unlabeled": 100_000, "train": 5_000}[cfg.data.stl10_pretrain]
+    return DataSizes(n, None, f"STL-10's {cfg.data.stl10_pretrain} split (data.stl10_pretrain)")
+
+
+def image_mini_sizes(stl10: bool) -> Callable[[RunConfig], DataSizes]:
+    def sizes(cfg: RunConfig) -> DataSizes:
+        from benchmark.data import image_mini
+
+        m = cfg.data.image_mini
+        image_mini.check_settings(m)
+        if stl10 and cfg.data.stl10_pretrain == "unlabeled":
+            return DataSizes(m.unlabeled, None, "data.image_mini.unlabeled images (data.stl10_pretrain=unlabeled)")
+        return DataSizes(m.classes * m.train_per_class, None, f"data.image_mini: {m.classes} classes x "
+                         f"{m.train_per_class} training images")
+    return sizes
+
+
+# ---------------------------------------------------------------------------------------- checks
+def check(cfg: RunConfig, sizes: DataSizes, views_needed: int | None, world_size: int = 1,
+          source_of: Callable[[str], str] | None = None) -> None:
+    """Raise one ConfigError listing every setting of ``cfg`` that ``sizes`` cannot serve.
+
+    ``views_needed``: views per training sample of the method at ``data.seq_len`` (None: not checked);
+    ``world_size``: data-parallel processes sharing the global batch; ``source_of``: dotted key -> where
+    it was set (benchmark.config.Overrides.source_of), named in the messages.
+    """
+    def key(k: str) -> str:
+        return f"{k} (in {source_of(k)})" if source_of else k
+
+    problems = []
+    batch = cfg.train.batch_size
+    if cfg.train.epochs > 0 and batch > sizes.train:
+        problems.append(f"{key('train.batch_size')} = {batch} is larger than the {sizes.train} training samples of "
+                        f"{cfg.dataset} ({sizes.what}), so an epoch holds no full batch; use --batch-size "
+                        f"{max(1, sizes.train // 4)} or smaller")
+    if cfg.train.epochs > 0 and batch % world_size:
+        problems.append(f"{key('train.batch_size')} = {batch} does not split over {world_size} data-parallel "
+                        f"processes; use a multiple of {world_size} so the global batch stays what the config says")
+    if sizes.views is not None:
+        if views_needed is not None and cfg.train.epochs > 0 and views_needed > sizes.views:
+            problems.append(f"{cfg.method} at {key('data.seq_len')} = {cfg.data.seq_len} needs {views_needed} views "
+                            f"per training sample but {cfg.dataset} has {sizes.views} per object ({sizes.what}); "
+                            f"use a shorter --seq-len")
+        head = key("probe.eval_seq_len") if cfg.probe.eval_seq_len else f"{key('data.seq_len')} (as probe.eval_seq_len)"
+        lens = {head: cfg.eval_seq_len, **{key(f"probe.eval_seq_lens[{i}]"): m
+                                           for i, m in enumerate(cfg.probe.eval_seq_lens)}}
+        for name, m in lens.items():
+            if m > sizes.views:
+                problems.append(f"{name} = {m} needs {m} views per object for the probes but {cfg.dataset} has "
+                                f"{sizes.views} ({sizes.what})")
+    if problems:
+        raise ConfigError("; ".join(problems) + ". Nothing was rendered or written")
