@@ -37,7 +37,8 @@ def test_tiny_run_writes_a_complete_result_and_is_idempotent(tmp_path, capsys):
         assert isinstance(m[k], float) and math.isfinite(m[k]), k
     assert 0 <= m["top1"] <= 100
     assert m["headline_source"] == {"top1": "aggregate", "rotation_r2": "encoder", "color_r2": "encoder",
-                                    "indiv_rotation_r2": "encoder"}
+                                    "indiv_rotation_r2": "encoder", "knn_top1": "aggregate"}
+    assert 0 <= m["knn_top1"] <= 100
     assert set(m["top1_by_eval_len"]) == {"1", "2", "3"} and m["top1_by_eval_len"]["3"] == m["top1"]
     assert "top1" in m["per_representation"]["encoder"]
     assert r["config"]["model"]["act_cond"] is True and r["config"]["data"]["mini"]["classes"] == 3
