@@ -5,7 +5,7 @@ Resolution order (later wins): dataclass defaults -> the dataset's preset -> ``-
 names the key, where it was set (:class:`Overrides`: the file, ``--set KEY=VALUE``, the flag, the
 ``per_method`` block) and the valid keys, suggesting the closest. The method's own options live under
 ``model`` and are checked against that method's ``Config`` dataclass. Every YAML file and ``--set``
-value is read with YAML 1.2 numbers (``1e-3`` is a float; benchmark/yamlio.py).
+value is read with YAML 1.2 numbers (``1e-3`` is a float; benchmark/infra/yamlio.py).
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ from typing import Any, Literal
 
 import yaml
 
-from benchmark import yamlio
-from benchmark.errors import ConfigError
+from benchmark.infra import yamlio
+from benchmark.infra.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -86,7 +86,7 @@ class DataConfig:
     split_dir: str | None = None  # where train/val_{images,labels}.npy live if not in root
     fallback_split: bool = False  # opt-in deterministic split when the official split files are missing
     num_workers: int = 2  # DataLoader workers (does not change results)
-    # 3diebench(-mini): read views from a uint8 cache decoded once at image_size (benchmark/data/cache.py);
+    # 3diebench(-mini): read views from a uint8 cache decoded once at image_size (benchmark/data/view_cache.py);
     # items are bit-identical to decoding the JPEGs, so it does not change results
     decoded_cache: bool = False
     cache_dir: str | None = None  # where decoded caches live; None -> $SEQBENCH_CACHE/decoded
@@ -111,7 +111,7 @@ class TrainConfig:
     checkpoint_every: int = 500  # steps between checkpoints (plus one at the end)
     log_every: int = 10  # steps between log.jsonl lines
     amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
-    # Fast paths (benchmark/fastpath.py; same computation up to float rounding, recorded in the result):
+    # Fast paths (benchmark/core/fastpath.py; same computation up to float rounding, recorded in the result):
     channels_last: bool = True  # NHWC weights and views on CUDA (cuDNN tensor-core kernels); ignored on CPU
     fused_optimizer: bool = True  # fused Adam/AdamW kernel on CUDA (else torch's foreach default); ignored on CPU
     compile: bool = False  # torch.compile the training step (minutes of compilation at start-up)
@@ -119,8 +119,8 @@ class TrainConfig:
     # trains on train.batch_size (as SIE's main.py; seq-JEPA's runs used one GPU). GPU-only: CPU ranks keep
     # per-rank statistics. No effect on one process. Recorded as provenance.batchnorm_statistics.
     sync_bn: bool = True
-    progress: bool = True  # progress: a tqdm bar on a terminal, plain lines in a log file (benchmark/progress.py)
-    # Live monitoring of the log.jsonl values (benchmark/monitor.py): "csv" = <run dir>/metrics.csv,
+    progress: bool = True  # progress: a tqdm bar on a terminal, plain lines in a log file (benchmark/infra/progress.py)
+    # Live monitoring of the log.jsonl values (benchmark/infra/monitor.py): "csv" = <run dir>/metrics.csv,
     # "tensorboard" = <run dir>/tensorboard/, "wandb" = Weights & Biases (offline unless $WANDB_MODE says otherwise)
     logger: Literal["none", "csv", "tensorboard", "wandb"] = "none"
     # Online probes (benchmark/probes/online.py): every N steps and before the first, held-out top-1, kNN top-1
@@ -196,7 +196,7 @@ SWEEP_RULE = "a sweep name must be letters, digits, '.', '_' or '-', starting wi
 
 # Fields that do not change what is computed: excluded from the run identity hash. The data paths are
 # here so that a run keeps its directory on another machine (another mount point); what they point at
-# is fingerprinted instead (benchmark.run.data_digests: split and saliency digests in the checkpoint and
+# is fingerprinted instead (benchmark.core.runner.data_digests: split and saliency digests in the checkpoint and
 # result.json), and a resume on other data is refused.
 NON_SEMANTIC = {("device",), ("out",), ("data", "num_workers"), ("data", "root"), ("data", "split_dir"),
                 ("data", "saccade", "saliency_dir"), ("train", "progress"), ("train", "log_every"),
@@ -496,7 +496,7 @@ def layered_overrides(config_files: list[str], flags: dict, sets: list[str],
 
 
 def load_yaml(path: str | Path) -> dict:
-    """A YAML file holding a mapping (config, sweep, cluster preset), with YAML 1.2 floats (benchmark/yamlio.py)."""
+    """A YAML file holding a mapping (config, sweep, cluster preset), YAML 1.2 floats (benchmark/infra/yamlio.py)."""
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"config file {p} does not exist")

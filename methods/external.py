@@ -1,7 +1,7 @@
 """An encoder trained elsewhere, evaluated frozen through the same probes as the trained methods.
 
 ``ExternalEncoder`` wraps a ResNet-18 (fc removed, 512-d output) whose weights come from a checkpoint
-(solo-learn, torchvision or an encoder-only seqbench export; see ``benchmark/checkpoints.py``). It has
+(solo-learn, torchvision or an encoder-only seqbench export; see ``benchmark/tools/checkpoint_formats.py``). It has
 one representation, ``encoder`` (one 512-d vector per view), which every headline metric reads, and no
 training objective: without an aggregator there is nothing sequence-aware to probe.
 
@@ -71,7 +71,7 @@ class ExternalEncoder(Method):
     def load_encoder_state(self, state: dict[str, Tensor]) -> None:
         """Load a checked ResNet-18 state dict (torchvision key names, no ``fc.*``)."""
         # strict=False only tolerates BatchNorm ``num_batches_tracked`` counters that some savers drop;
-        # benchmark.checkpoints has already compared every other key and shape with this encoder.
+        # benchmark.tools.checkpoint_formats has already compared every other key and shape with this encoder.
         result = self.encoder.load_state_dict(state, strict=False)
         missing = [k for k in result.missing_keys if not k.endswith("num_batches_tracked")]
         if missing or result.unexpected_keys:

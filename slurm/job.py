@@ -1,8 +1,8 @@
-"""The submitit job: one sweep run = ``benchmark.run.run_one(cfg)``, preemption-safe.
+"""The submitit job: one sweep run = ``benchmark.core.runner.run_one(cfg)``, preemption-safe.
 
 submitit's own handler for the requeue signal (USR2) checkpoints the callable and requeues the job
 from inside the signal handler, i.e. in the middle of whatever training step is running. Here the
-signal goes to ``benchmark.run.StopHook`` (the same hook as the plain CLI, for this one signal): the
+signal goes to ``benchmark.core.runner.StopHook`` (the same hook as the plain CLI, for this one signal): the
 training loop finishes its step, writes the checkpoint at that step (atomically) and returns, and only
 then is submitit's handler called to requeue. During the probes (and the data setup) the signal stops
 the job at once, since evaluation writes nothing until result.json: the job requeues straight away
@@ -27,7 +27,7 @@ import submitit
 import torch
 
 from benchmark.config import RunConfig, run_dir
-from benchmark.run import StopHook, run_one
+from benchmark.core.runner import StopHook, run_one
 
 LOCK_WAIT_S = 60.0
 
@@ -47,7 +47,7 @@ class RunJob(submitit.helpers.Checkpointable):
             torch.set_num_threads(int(os.environ["SLURM_CPUS_PER_TASK"]))
         env = _job_environment()
         if env is not None and env.num_tasks > 1:
-            # One task per GPU: torch.distributed reads these (benchmark/distributed.py).
+            # One task per GPU: torch.distributed reads these (benchmark/infra/distributed.py).
             submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
         sig = _requeue_signal()
         submitit_handler = signal.getsignal(sig)

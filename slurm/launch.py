@@ -1,6 +1,6 @@
 """Launch a sweep: ``python -m slurm.launch --sweep NAME [--dry-run] [--cluster PRESET] [--only 0,3,5-9]``.
 
-Every selected run of the sweep (``benchmark/sweeps.py`` or a YAML file) is resolved first, so a bad
+Every selected run of the sweep (``benchmark/core/sweeps.py`` or a YAML file) is resolved first, so a bad
 sweep, setting, preset or a missing ``sbatch`` fails before anything is submitted. Runs with a valid
 result.json are skipped, as are runs whose earlier submission is still queued or running; the rest
 go out as one SLURM job array through submitit (``--executor slurm``), or run on this machine
@@ -29,13 +29,13 @@ from typing import Any
 
 import submitit
 
-from benchmark import sweeps
 from benchmark.config import Overrides, RunConfig, from_dict, layer, load_yaml, merge, run_dir, set_overrides, stack
-from benchmark.errors import ConfigError, DataError, SeqbenchError, user_message
-from benchmark.fileio import LockHeld, atomic_write_text, exclusive_lock
+from benchmark.core import sweeps
+from benchmark.infra.errors import ConfigError, DataError, SeqbenchError, user_message
+from benchmark.infra.fileio import LockHeld, atomic_write_text, exclusive_lock
 
-# Modules that import torch (benchmark.results, benchmark.train, slurm.job) are imported where they are
-# used, so that `--help` answers at once (benchmark.fileio imports no torch).
+# Modules that import torch (benchmark.core.results, benchmark.core.train, slurm.job) are imported where they are
+# used, so that `--help` answers at once (benchmark.infra.fileio imports no torch).
 
 CLUSTERS_DIR = Path(__file__).resolve().parent / "clusters"
 SUBMISSION_FILE = "submission.json"  # in the run directory: which job was last submitted for it
@@ -198,8 +198,8 @@ def run_status(directory: Path, live: dict[str, str] | None, sweep_jobs: list[st
     "submitting?" is a run whose last launch died between its marker and sbatch while jobs named after
     the sweep (``sweep_jobs``) are live: possibly queued, so not submitted again.
     """
-    from benchmark.results import check_result
-    from benchmark.train import CHECKPOINT, LOG
+    from benchmark.core.results import check_result
+    from benchmark.core.train import CHECKPOINT, LOG
 
     record, invalid = check_result(directory)
     if record is not None:
@@ -296,7 +296,7 @@ class Launch:
 
 def run_overrides(args: argparse.Namespace) -> Overrides:
     """``--out``, ``--device``, ``--data-root`` and ``--set`` (later wins), each named as its flag in errors."""
-    from benchmark.results import REPO_ROOT
+    from benchmark.core.results import REPO_ROOT
 
     out = Path(args.out).resolve() if args.out else REPO_ROOT / "results" / "runs"
     flags = [layer({"out": str(out)}, "--out")]  # absolute: jobs may start in another directory
@@ -350,13 +350,13 @@ def resources(preset: ClusterPreset, executor: str, n_jobs: int) -> list[str]:
 
 def check_data(cfgs: dict[int, RunConfig], todo: list[int], world_size: int = 1) -> None:
     """Every run about to be submitted finds its data root and split files, and fits its data (batch size
-    vs training samples, sequence lengths vs views: benchmark/preflight.py); one message for all problems.
+    vs training samples, sequence lengths vs views: benchmark/core/preflight.py); one message for all problems.
 
     The data is checked once per distinct dataset setting (``DatasetEntry.check``; generated datasets
     need nothing); ``world_size``: data-parallel processes per job, which share the global batch.
     """
-    from benchmark import preflight
-    from benchmark.registry import dataset_entry
+    from benchmark.core import preflight
+    from benchmark.core.registry import dataset_entry
 
     missing: dict[str, list[int]] = {}
     unfit: dict[str, list[int]] = {}

@@ -1,4 +1,4 @@
-"""benchmark.aggregate on the committed fixture tree tests/fixtures/results_tree/runs.
+"""benchmark.reporting.aggregate on the committed fixture tree tests/fixtures/results_tree/runs.
 
 The tree holds: two seeds of one seq-JEPA cell (seed 1 with a NaN colour R²), the act_cond=false ablation
 (its log.jsonl ends in a cut line), a BYOL run recorded twice (duplicate config; the newer must win), a
@@ -19,8 +19,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from benchmark import aggregate as A
-from benchmark import tables as T
+from benchmark.reporting import aggregate as A
+from benchmark.reporting import tables as T
 
 RUNS = Path(__file__).parent / "fixtures" / "results_tree" / "runs"
 
@@ -246,5 +246,5 @@ def test_paper_reference_file():
 
 
 def test_aggregator_does_not_import_torch():
-    code = "import sys, benchmark.aggregate, benchmark.plots; sys.exit('torch' in sys.modules)"
+    code = "import sys, benchmark.reporting.aggregate, benchmark.reporting.plots; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0

@@ -16,11 +16,11 @@ import torch
 import torchvision.transforms.functional as TF
 
 from benchmark.config import AugConfig, SaccadeConfig
+from benchmark.core.registry import METHODS
 from benchmark.data import augment as A
 from benchmark.data.base import collate, to_batch
 from benchmark.data.saccades import SaccadeSequences
-from benchmark.errors import ConfigError
-from benchmark.registry import METHODS
+from benchmark.infra.errors import ConfigError
 from methods.contract import DataSpec
 
 

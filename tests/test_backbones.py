@@ -9,10 +9,10 @@ import pytest
 import torch
 import torchvision
 
-from benchmark import export
-from benchmark.checkpoints import load
-from benchmark.registry import METHODS
-from benchmark.run import main as run_main
+from benchmark.core.registry import METHODS
+from benchmark.core.runner import main as run_main
+from benchmark.tools import export
+from benchmark.tools.checkpoint_formats import load
 from methods.components import BACKBONE_DIMS, build_backbone
 from methods.contract import Batch, DataSpec
 from tests.conftest import tiny_args

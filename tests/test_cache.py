@@ -11,14 +11,14 @@ import pytest
 import torch
 from PIL import Image
 
-from benchmark import decoded_cache
 from benchmark.config import merge, parse_set
-from benchmark.data import cache as C
+from benchmark.core.registry import dataset_entry, resolve
+from benchmark.core.runner import main as run_main
+from benchmark.data import decoded_cache as C
 from benchmark.data.base import collate
 from benchmark.data.threedie import ThreeDIEBench
-from benchmark.errors import ConfigError, DataError
-from benchmark.registry import dataset_entry, resolve
-from benchmark.run import main as run_main
+from benchmark.infra.errors import ConfigError, DataError
+from benchmark.tools import decoded_cache as decoded_cache
 from tests.conftest import TINY_SETS, tiny_args
 from tests.test_threedie import write_official_tree
 
@@ -196,11 +196,11 @@ def test_run_with_cache_matches_jpeg_run_and_records_it(tmp_path):
 
 def test_cache_module_does_not_import_the_registry():
     """No import cycle: the registry imports the data modules, never the reverse (the cache-building CLI that
-    needs the registry is benchmark/decoded_cache.py)."""
+    needs the registry is benchmark/tools/decoded_cache.py)."""
     import subprocess
     import sys
     from pathlib import Path
 
-    code = ("import sys, benchmark.data.cache, benchmark.data.threedie; "
-            "assert 'benchmark.registry' not in sys.modules, 'benchmark.data imports the registry'")
+    code = ("import sys, benchmark.data.view_cache, benchmark.data.threedie; "
+            "assert 'benchmark.core.registry' not in sys.modules, 'benchmark.data imports the registry'")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1])

@@ -2,7 +2,7 @@
 
 Each layout is written the way its tool writes it (torchvision: ``torch.save(resnet18().state_dict())``;
 solo-learn: a real Lightning ``Trainer.save_checkpoint`` of a module shaped like solo-learn's
-``BaseMethod``; seqbench: a real tiny ``benchmark.run``), evaluated end to end on the tiny mini dataset,
+``BaseMethod``; seqbench: a real tiny ``benchmark.core.runner``), evaluated end to end on the tiny mini dataset,
 and checked for the features it yields (identical to the source network's) and its result.json.
 """
 
@@ -21,10 +21,12 @@ import torch
 import torchvision
 from torch import nn
 
-from benchmark import checkpoints, evaluate, export
-from benchmark.aggregate import aggregate
-from benchmark.errors import DataError
-from benchmark.run import main as run_main
+from benchmark.core.runner import main as run_main
+from benchmark.infra.errors import DataError
+from benchmark.reporting.aggregate import aggregate
+from benchmark.tools import checkpoint_formats as checkpoints
+from benchmark.tools import evaluate_checkpoint as evaluate
+from benchmark.tools import export
 from methods.external import ExternalEncoder, ExternalEncoderConfig
 from tests.conftest import TINY_SETS, tiny_args
 

@@ -8,7 +8,7 @@ import math
 
 import pytest
 
-from benchmark.run import main
+from benchmark.core.runner import main
 from tests.conftest import tiny_args
 
 ENCODER_ONLY = {"top1": "encoder", "rotation_r2": "encoder", "color_r2": "encoder"}

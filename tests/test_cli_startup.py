@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from benchmark.core.runner import main as run_main
 from benchmark.data import base
-from benchmark.run import main as run_main
 from tests.conftest import tiny_args
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -56,7 +56,7 @@ def test_help_imports_no_torch(module, expect):
 
 
 def test_registries_list_names_without_importing_and_load_on_lookup():
-    code = ("import sys; from benchmark.registry import DATASETS, METHODS\n"
+    code = ("import sys; from benchmark.core.registry import DATASETS, METHODS\n"
             "names = list(METHODS) + list(DATASETS); assert 'sie' in METHODS and 'nosuch' not in METHODS\n"
             "assert DATASETS['cifar100'].defaults['data']['num_workers'] == 8\n"
             "before = 'torch' in sys.modules\n"

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from benchmark import sweeps, yamlio
 from benchmark.config import (
     RunConfig,
     config_hash,
@@ -22,8 +21,10 @@ from benchmark.config import (
     set_overrides,
     stack,
 )
-from benchmark.errors import ConfigError
-from benchmark.registry import resolve
+from benchmark.core import sweeps
+from benchmark.core.registry import resolve
+from benchmark.infra import yamlio
+from benchmark.infra.errors import ConfigError
 
 CONFIGS = Path(__file__).resolve().parent.parent / "benchmark" / "configs"
 

@@ -24,12 +24,12 @@ from torch.utils.data import DataLoader
 
 from baselines.contextssl import ContextSSL, ContextSSLConfig, contextssl_nt_xent
 from benchmark.config import AugConfig, SaccadeConfig, from_dict, merge, parse_set
+from benchmark.core.registry import dataset_entry, resolve
+from benchmark.core.runner import main
+from benchmark.core.train import EpochSampler
 from benchmark.data.augment import AugmentedSequences
 from benchmark.data.base import collate, to_batch
 from benchmark.data.saccades import SaccadeSequences
-from benchmark.registry import dataset_entry, resolve
-from benchmark.run import main
-from benchmark.train import EpochSampler
 from methods.contract import Batch, DataSpec
 from tests.conftest import TINY_SETS, tiny_args
 from tests.fixtures.upstream.contextssl.main_step import nt_xent as upstream_nt_xent
@@ -295,7 +295,7 @@ def image_keys(views: torch.Tensor) -> list[str]:
 
 
 def test_no_context_on_the_mini_holds_the_same_image_twice():
-    """The training loader of 3diebench-mini (sampler and collate of benchmark/train.py) -> 2 views per object,
+    """The training loader of 3diebench-mini (sampler and collate of benchmark/core/train.py) -> 2 views per object,
     contexts of distinct objects: no image (pixel-identical view) appears twice in a context."""
     sets = {**TINY_SETS, "data.image_size": 32, "train.batch_size": 12}
     cfg = resolve(merge(nest(sets), {"method": "contextssl", "dataset": "3diebench-mini",

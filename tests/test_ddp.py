@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from benchmark import distributed
 from benchmark.config import run_dir, to_dict
-from benchmark.errors import ConfigError
-from benchmark.train import EpochSampler
+from benchmark.core.train import EpochSampler
+from benchmark.infra import distributed
+from benchmark.infra.errors import ConfigError
 from tests.test_resume import tiny_cfg
 
 
@@ -53,8 +53,8 @@ def _rank_main(rank: int, ports: list[int], cfg_dict: dict, report: str, cache: 
     os.environ.update(RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
                       MASTER_PORT=str(ports[0]), GLOO_SOCKET_IFNAME="lo", SEQBENCH_CACHE=cache)
     torch.set_num_threads(1)
-    from benchmark.registry import resolve
-    from benchmark.run import run_one
+    from benchmark.core.registry import resolve
+    from benchmark.core.runner import run_one
     from methods.seqjepa import SeqJEPA
 
     batch_sizes: list[int] = []
@@ -133,7 +133,7 @@ def _gather_batch():
 def _gather_method(name: str):
     """The method in float64 and eval mode: BatchNorm normalises with its running statistics on every rank
     (SyncBatchNorm, which the CPU cannot run, would give the same equality in train mode on GPUs)."""
-    from benchmark.registry import METHODS
+    from benchmark.core.registry import METHODS
     from methods.contract import DataSpec
 
     torch.manual_seed(0)
@@ -206,7 +206,7 @@ def test_two_ranks_compute_the_global_batch_losses_and_gradients(tmp_path):
 def test_sync_bn_converts_in_place_and_keeps_parameters_and_keys(monkeypatch):
     """With several GPU ranks, ``train.sync_bn`` swaps every BatchNorm (EMA targets included) for SyncBatchNorm
     sharing the same parameters, so the optimiser built before and the checkpoint keys stay valid."""
-    from benchmark.registry import METHODS
+    from benchmark.core.registry import METHODS
     from methods.contract import DataSpec
 
     cls = METHODS["byol"]

@@ -8,11 +8,11 @@ import platform
 import pytest
 import torch
 
-from benchmark import fastpath
-from benchmark.fastpath import FastPaths, all_on
-from benchmark.registry import METHODS, build_method, resolve
-from benchmark.speed import fake_batch
-from benchmark.train import build_optimizer
+from benchmark.core import fastpath
+from benchmark.core.fastpath import FastPaths, all_on
+from benchmark.core.registry import METHODS, build_method, resolve
+from benchmark.core.train import build_optimizer
+from benchmark.tools.speed import fake_batch
 
 CPU = torch.device("cpu")
 
@@ -26,7 +26,7 @@ def setup(method: str = "seqjepa", size: int = 16, batch: int = 4, **train):
 
 
 def losses(fast: FastPaths, cfg, base, batch, steps: int = 3) -> list[float]:
-    """The training loop's step (benchmark/train.py) with ``fast`` applied, from the same weights and RNG."""
+    """The training loop's step (benchmark/core/train.py) with ``fast`` applied, from the same weights and RNG."""
     torch.manual_seed(1)
     m = fast.module(copy.deepcopy(base).train())
     opt = fast.optimizer(build_optimizer(m, cfg)[0])

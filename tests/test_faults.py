@@ -26,13 +26,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from benchmark import fileio
-from benchmark.aggregate import aggregate
 from benchmark.config import run_dir, to_dict
-from benchmark.export import main as export_main
-from benchmark.registry import METHODS, build_method, dataset_entry, resolve
-from benchmark.run import EXIT_CODES, build_parser, config_from_args, main, run_one
-from benchmark.train import build_optimizer
+from benchmark.core.registry import METHODS, build_method, dataset_entry, resolve
+from benchmark.core.runner import EXIT_CODES, build_parser, config_from_args, main, run_one
+from benchmark.core.train import build_optimizer
+from benchmark.infra import fileio
+from benchmark.reporting.aggregate import aggregate
+from benchmark.tools.export import main as export_main
 from slurm import launch
 from slurm.job import RunJob
 from tests.conftest import tiny_args
@@ -285,7 +285,7 @@ def test_nan_loss_mid_run_ends_as_diverged_and_keeps_the_last_finite_checkpoint(
 
 # ---------------------------------------------------------------------------------------- probes
 def test_a_stop_or_kill_during_the_probes_resumes_with_the_training_numbers(tmp_path, monkeypatch):
-    import benchmark.probes.evaluate as run_mod  # run.py imports evaluate from here when the probes start
+    import benchmark.probes.suite as run_mod  # run.py imports evaluate from here when the probes start
 
     cfg = tiny_cfg(tmp_path)
     real = run_mod.evaluate
@@ -509,7 +509,7 @@ def _rank_with_bad_data(rank: int, port: int, cfg_dict: dict, report: str, cache
                       MASTER_PORT=str(port), GLOO_SOCKET_IFNAME="lo", SEQBENCH_CACHE=cache)
     torch.set_num_threads(1)
     from benchmark.data.threedie import ThreeDIEBench
-    from benchmark.errors import DataError, SeqbenchError, user_message
+    from benchmark.infra.errors import DataError, SeqbenchError, user_message
 
     calls = []
     item = ThreeDIEBench.item

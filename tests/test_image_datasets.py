@@ -15,12 +15,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from benchmark.core.runner import main
 from benchmark.data import image_mini
 from benchmark.data.cifar100 import CIFAR100Images
 from benchmark.data.stl10 import STL10Images
 from benchmark.data.tinyimagenet import TinyImageNetImages
-from benchmark.errors import DataError
-from benchmark.run import main
+from benchmark.infra.errors import DataError
 from tests.conftest import tiny_args
 
 

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from benchmark import sweeps
 from benchmark.config import run_dir
-from benchmark.results import write_result
+from benchmark.core import sweeps
+from benchmark.core.results import write_result
 from slurm import launch
 from slurm.launch import ClusterPreset, executor_parameters, load_preset, main, parse_only
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from benchmark.config import MiniConfig
+from benchmark.core.registry import DATASETS
 from benchmark.data.mini3d import generate
-from benchmark.registry import DATASETS
 from slurm import launch
 from slurm.launch import main
 

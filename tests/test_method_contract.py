@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from benchmark.registry import METHODS
+from benchmark.core.registry import METHODS
 from methods.contract import Batch, DataSpec, Method
 
 B, SIZE, ACTION_DIM, SEQ_LEN = 4, 32, 4, 2

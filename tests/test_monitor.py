@@ -1,5 +1,5 @@
-"""Live monitoring (benchmark/monitor.py), kNN top-1 (benchmark/probes/knn.py) and progress reports
-(benchmark/progress.py): real tiny runs write what the loggers promise, and read back right."""
+"""Live monitoring (benchmark/infra/monitor.py), kNN top-1 (benchmark/probes/knn.py) and progress reports
+(benchmark/infra/progress.py): real tiny runs write what the loggers promise, and read back right."""
 
 from __future__ import annotations
 
@@ -17,16 +17,16 @@ from lightly.utils.benchmarking import knn_predict
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch import nn
 
-from benchmark import monitor as M
 from benchmark.config import ProbeConfig, config_hash
-from benchmark.errors import ConfigError
+from benchmark.core.registry import resolve
+from benchmark.core.runner import main as run_main
+from benchmark.core.runner import run_one
+from benchmark.infra import monitor as M
+from benchmark.infra.errors import ConfigError
+from benchmark.infra.progress import Progress, progress
 from benchmark.probes import knn as knn_mod
 from benchmark.probes.heads import fit_head, make_head
 from benchmark.probes.knn import knn_top1
-from benchmark.progress import Progress, progress
-from benchmark.registry import resolve
-from benchmark.run import main as run_main
-from benchmark.run import run_one
 from tests.conftest import tiny_args
 from tests.test_resume import stop_after, tiny_cfg
 

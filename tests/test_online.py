@@ -12,11 +12,11 @@ import torch
 from torch import nn
 
 from benchmark.config import RunConfig
+from benchmark.core.registry import dataset_entry, resolve
+from benchmark.core.runner import main as run_main
 from benchmark.data.rotations import rotations
 from benchmark.probes import bank
 from benchmark.probes.online import OnlineProbes
-from benchmark.registry import dataset_entry, resolve
-from benchmark.run import main as run_main
 from methods.components import cosine_loss
 from methods.contract import Batch, DataSpec
 from methods.seqjepa import SeqJEPA, SeqJEPAConfig

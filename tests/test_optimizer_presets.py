@@ -8,7 +8,7 @@ import torch
 from torch.optim.lr_scheduler import CosineAnnealingLR
 
 from benchmark.config import RunConfig, TrainConfig
-from benchmark.train import build_optimizer
+from benchmark.core.train import build_optimizer
 from methods.components import warmup_cosine
 from methods.contract import DataSpec
 from methods.seqjepa import SeqJEPA, SeqJEPAConfig

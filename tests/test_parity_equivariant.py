@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from baselines.equimod import EquiMod, EquiModConfig, equimod_loss
 from baselines.sen import SEN, SENConfig, sen_loss
 from baselines.sie import SIE, HyperPredictor, SIEConfig, sie_loss
-from benchmark.run import main
+from benchmark.core.runner import main
 from methods.contract import Batch, DataSpec
 from tests.conftest import tiny_args
 

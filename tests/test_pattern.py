@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from benchmark.errors import ConfigError
-from benchmark.registry import resolve
+from benchmark.core.registry import resolve
+from benchmark.infra.errors import ConfigError
 
 
 def test_per_method_block_applies_to_its_method_only() -> None:
@@ -33,8 +33,8 @@ def _fake_run(out, method: str, seed: int, metrics: dict, **sets) -> None:
     import torch
 
     from benchmark.config import run_dir
-    from benchmark.results import provenance, write_result
-    from benchmark.sweeps import SWEEPS
+    from benchmark.core.results import provenance, write_result
+    from benchmark.core.sweeps import SWEEPS
 
     idx = next(i for i, r in enumerate(SWEEPS["pattern"].runs) if r["method"] == method and r["seed"] == seed
                and all(r.get(k) == v for k, v in sets.items())
@@ -48,7 +48,7 @@ def _fake_run(out, method: str, seed: int, metrics: dict, **sets) -> None:
 
 
 def test_pattern_report(tmp_path) -> None:
-    from benchmark import pattern
+    from benchmark.studies import pattern
 
     for seed, (rot, init_rot) in enumerate([(0.30, 0.01), (0.20, 0.02)]):
         _fake_run(tmp_path, "seqjepa", seed, {"rotation_r2": rot, "top1": 40.0 + seed})
@@ -78,7 +78,7 @@ def test_pattern_report(tmp_path) -> None:
 
 
 def test_pattern_report_without_runs(tmp_path, capsys) -> None:
-    from benchmark import pattern
+    from benchmark.studies import pattern
 
     assert pattern.main(["--runs", str(tmp_path), "--doc", str(tmp_path / "p.md")]) == 2
     assert "run the sweep first" in capsys.readouterr().err

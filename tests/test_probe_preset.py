@@ -8,10 +8,10 @@ import torch
 from torch import nn
 
 from benchmark.config import PROBE_PRESETS, ProbeConfig
-from benchmark.errors import ConfigError
-from benchmark.probes.evaluate import probe_record
+from benchmark.core.registry import resolve
+from benchmark.infra.errors import ConfigError
 from benchmark.probes.heads import fit_head, make_head, make_optimizer
-from benchmark.registry import resolve
+from benchmark.probes.suite import probe_record
 
 
 def test_presets_fill_the_fitting_keys_and_explicit_keys_win() -> None:

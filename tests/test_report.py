@@ -21,9 +21,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from benchmark import aggregate as A
-from benchmark import plots as P
-from benchmark.report import markdown_blocks
+from benchmark.reporting import aggregate as A
+from benchmark.reporting import plots as P
+from benchmark.reporting.html_report import markdown_blocks
 from tests.test_aggregate import RUNS
 
 SOURCE = RUNS / "seqjepa/3diebench/L3/seed0-aaaa0001/result.json"

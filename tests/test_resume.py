@@ -17,12 +17,12 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from benchmark import fileio
-from benchmark import train as train_mod
 from benchmark.config import run_dir
-from benchmark.registry import resolve
-from benchmark.run import run_one
-from benchmark.sweeps import flatten, nest
+from benchmark.core import train as train_mod
+from benchmark.core.registry import resolve
+from benchmark.core.runner import run_one
+from benchmark.core.sweeps import flatten, nest
+from benchmark.infra import fileio
 from slurm.job import RunJob
 from tests.conftest import TINY_SETS
 
@@ -171,7 +171,7 @@ def test_workers_obey_sigterm_from_their_main_process_only():
 
 def test_a_process_with_live_workers_still_exits():
     """multiprocessing's exit handler terminates daemonic workers and joins them without a timeout."""
-    code = ("import torch\nfrom torch.utils.data import DataLoader\nfrom benchmark.train import "
+    code = ("import torch\nfrom torch.utils.data import DataLoader\nfrom benchmark.core.train import "
             "ignore_scheduler_signals\nit = iter(DataLoader(list(range(8)), num_workers=1, "
             "worker_init_fn=ignore_scheduler_signals))\nprint(next(it))\n")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
@@ -179,7 +179,7 @@ def test_a_process_with_live_workers_still_exits():
 
 
 def test_stop_hook_defers_to_the_step_raises_where_there_is_none_and_restores_handlers():
-    from benchmark.run import StopHook, StopRequested
+    from benchmark.core.runner import StopHook, StopRequested
 
     before = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGUSR2, signal.SIGINT)}
     with StopHook() as hook:

@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from benchmark import preflight
 from benchmark.config import RunConfig, TrainConfig
+from benchmark.core import preflight
+from benchmark.core.runner import main
 from benchmark.data import mini3d
-from benchmark.errors import ConfigError
-from benchmark.run import main
+from benchmark.infra.errors import ConfigError
 from tests.conftest import tiny_args
 from tests.test_threedie import write_official_tree
 

@@ -16,11 +16,11 @@ import pytest
 import torch
 
 from benchmark.config import SaccadeConfig
+from benchmark.core.runner import main
 from benchmark.data import image_mini
 from benchmark.data import saccades as S
 from benchmark.data.stl10 import STL10Images
-from benchmark.errors import DataError
-from benchmark.run import main
+from benchmark.infra.errors import DataError
 from tests.conftest import tiny_args
 
 

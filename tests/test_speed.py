@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from benchmark.speed import main
+from benchmark.tools.speed import main
 
 
 def test_speed_benchmark_prints_and_writes_ratio(tmp_path, capsys):

@@ -6,11 +6,11 @@ from collections import Counter
 
 import pytest
 
-from benchmark import sweeps
 from benchmark.config import run_dir
-from benchmark.errors import ConfigError
-from benchmark.registry import METHODS
-from benchmark.sweeps import axis, chain, fixed, product, replicates, zipped
+from benchmark.core import sweeps
+from benchmark.core.registry import METHODS
+from benchmark.core.sweeps import axis, chain, fixed, product, replicates, zipped
+from benchmark.infra.errors import ConfigError
 
 OUT = {"out": "/tmp/seqbench-sweep-test"}
 

@@ -12,7 +12,7 @@ from benchmark.config import MiniConfig
 from benchmark.data.mini3d import POSE_ONLY_SCENE, generate
 from benchmark.data.rotations import probe_targets, relative_actions, relative_quats
 from benchmark.data.threedie import ThreeDIEBench
-from benchmark.errors import DataError
+from benchmark.infra.errors import DataError
 
 SYNSETS = ["02691156", "02747177", "02773838"]
 

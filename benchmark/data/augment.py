@@ -40,7 +40,7 @@ from torch import Tensor
 
 from benchmark.config import AugConfig
 from benchmark.data.base import ProbeTarget, SequenceDataset
-from benchmark.errors import ConfigError
+from benchmark.infra.errors import ConfigError
 
 # Column slices of the 9-d parameter vector (upstream ``get_latent_slice``).
 SLICES = {"crop": slice(0, 4), "jitter": slice(4, 8), "blur": slice(8, 9)}

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from benchmark.errors import DataError
+from benchmark.infra.errors import DataError
 from methods.contract import Batch
 
 

@@ -4,7 +4,7 @@
 data) when a folder or file a run needs is absent. Nothing is decoded: the checks look at folders,
 file names and (for 3DIEBench) the split files and the first object of each split, so a sweep of
 hundreds of runs is checked in well under a second per distinct data setting. The generated datasets
-(``*-mini``) need no check. The registry (``benchmark/registry.py``) names each dataset's check.
+(``*-mini``) need no check. The registry (``benchmark/core/registry.py``) names each dataset's check.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 
 from benchmark.config import RunConfig
-from benchmark.errors import DataError
+from benchmark.infra.errors import DataError
 
 
 def check_3diebench(cfg: RunConfig) -> None:

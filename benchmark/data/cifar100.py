@@ -26,7 +26,7 @@ from torch import Tensor
 from benchmark.config import RunConfig
 from benchmark.data.augment import AugmentedSequences, action_dim
 from benchmark.data.base import find_folder
-from benchmark.errors import DataError
+from benchmark.infra.errors import DataError
 from methods.contract import DataSpec
 
 FOLDER = "cifar-100-python"

@@ -46,9 +46,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchmark.errors import DataError, SeqbenchError, user_message
-from benchmark.fileio import atomic_write_text
-from benchmark.progress import Progress
+from benchmark.infra.errors import DataError, SeqbenchError, user_message
+from benchmark.infra.fileio import atomic_write_text
+from benchmark.infra.progress import Progress
 
 MIRROR_ENV = "SEQBENCH_DOWNLOAD_MIRROR"
 CHUNK = 1 << 20
@@ -194,7 +194,7 @@ def fetch(url: str, dest: Path, log: Callable[[str], None] = print) -> None:
             offset = 0
         length = resp.headers.get("Content-Length")
         total = offset + int(length) if length and length.isdigit() else None
-        # a bar on a terminal; else a line every 10 % or 30 s (benchmark/progress.py)
+        # a bar on a terminal; else a line every 10 % or 30 s (benchmark/infra/progress.py)
         progress = Progress(total, f"downloading {dest.name}", "B", initial=offset, unit_scale=True, say=log)
         try:
             with part.open("ab" if offset else "wb") as f:
@@ -339,7 +339,7 @@ def download(name: str, root: str | Path, mirror: str | None = None, keep_archiv
 
 def _check_layout(name: str, data_root: Path) -> None:
     """The launcher's data check on the result: the loader will find what it needs."""
-    from benchmark.registry import DATASETS, resolve
+    from benchmark.core.registry import DATASETS, resolve
 
     cfg = resolve({"dataset": name, "data": {"root": str(data_root)}})
     try:

@@ -33,7 +33,7 @@ from benchmark.config import ImageMiniConfig, RunConfig, to_dict
 from benchmark.data import cifar100, saccades, stl10, tinyimagenet
 from benchmark.data.base import SequenceDataset
 from benchmark.data.mini3d import default_cache_dir
-from benchmark.errors import ConfigError
+from benchmark.infra.errors import ConfigError
 from methods.contract import DataSpec
 
 GENERATOR_VERSION = 1
@@ -157,7 +157,7 @@ def cache_key(fmt: str, cfg: ImageMiniConfig) -> str:
 
 
 def check_settings(cfg: ImageMiniConfig) -> None:
-    """The generator's limits (also checked before a run starts: benchmark/preflight.py)."""
+    """The generator's limits (also checked before a run starts: benchmark/core/preflight.py)."""
     if not 2 <= cfg.classes <= len(SHAPES):
         raise ConfigError(f"data.image_mini.classes must be 2..{len(SHAPES)}, got {cfg.classes}")
     if cfg.train_per_class < 1 or cfg.test_per_class < 1 or cfg.unlabeled < 0:

@@ -31,8 +31,8 @@ from PIL import Image
 from scipy.spatial.transform import Rotation
 
 from benchmark.config import MiniConfig, to_dict
-from benchmark.errors import ConfigError
-from benchmark.progress import Progress
+from benchmark.infra.errors import ConfigError
+from benchmark.infra.progress import Progress
 
 GENERATOR_VERSION = 3  # 2: three materials per object over its primitives; 3: the pose-only variant
 CLASS_NAMES = ["airplane", "chair", "table", "lamp", "mug", "car", "guitar", "sofa", "bottle", "tower"]
@@ -275,7 +275,7 @@ def _render_object(job: tuple[MiniConfig, Path, int, int]) -> None:
 
 
 def check_settings(cfg: MiniConfig) -> None:
-    """The generator's limits (also checked before a run starts: benchmark/preflight.py)."""
+    """The generator's limits (also checked before a run starts: benchmark/core/preflight.py)."""
     if not 1 <= cfg.classes <= len(CLASS_NAMES):
         raise ConfigError(f"data.mini.classes must be 1..{len(CLASS_NAMES)}, got {cfg.classes}")
     if cfg.objects_per_class < 2 or cfg.views < 2 or cfg.resolution < 8:

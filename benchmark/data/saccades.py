@@ -37,7 +37,7 @@ from benchmark.data.augment import ImageSource, torch_generator
 from benchmark.data.base import ProbeTarget, SequenceDataset
 from benchmark.data.cifar100 import data_root
 from benchmark.data.stl10 import SIZE, STL10Images, split_for
-from benchmark.errors import ConfigError, DataError
+from benchmark.infra.errors import ConfigError, DataError
 from methods.contract import DataSpec
 
 GET_SALIENCY = ("The paper's DeepGaze IIE maps are the HF dataset Hafez/salmap-stl10 "

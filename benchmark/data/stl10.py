@@ -25,7 +25,7 @@ from benchmark.config import RunConfig
 from benchmark.data.augment import AugmentedSequences, action_dim
 from benchmark.data.base import find_folder
 from benchmark.data.cifar100 import data_root
-from benchmark.errors import DataError
+from benchmark.infra.errors import DataError
 from methods.contract import DataSpec
 
 FOLDER = "stl10_binary"

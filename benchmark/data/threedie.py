@@ -23,7 +23,7 @@ from torchvision.transforms import functional as TF
 
 from benchmark.data.base import ProbeTarget, SequenceDataset
 from benchmark.data.rotations import ACTION_DIMS, absolute_params, pair_targets, probe_targets, relative_actions
-from benchmark.errors import DataError
+from benchmark.infra.errors import DataError
 
 MEAN = [0.5016, 0.5037, 0.5060]  # SIE / seq-JEPA normalisation statistics
 STD = [0.1030, 0.0999, 0.0969]

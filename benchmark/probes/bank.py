@@ -26,9 +26,9 @@ from torch.utils.data import DataLoader, Subset
 
 from benchmark.config import ProbeConfig
 from benchmark.data.base import SequenceDataset, collate
+from benchmark.infra.progress import progress as report
 from benchmark.probes.heads import fit_head, make_head, predict
 from benchmark.probes.metrics import r2_global, r2_uniform, top1
-from benchmark.progress import progress as report
 from methods.contract import Method
 
 PROTOCOL = ("view representations: features of probe.bank_views views per object cached; every probe epoch "

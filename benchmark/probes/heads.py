@@ -15,8 +15,8 @@ import torch
 from torch import Tensor, nn
 
 from benchmark.config import ProbeConfig
+from benchmark.infra.progress import Progress
 from benchmark.probes.metrics import r2_global, r2_uniform, top1
-from benchmark.progress import Progress
 
 
 def make_head(kind: str, d_in: int, d_out: int, hidden: int) -> nn.Module:

@@ -5,7 +5,7 @@ Weighted cosine kNN of Wu et al. 2018 (https://arxiv.org/abs/1805.01978) as ligh
 features are L2-normalised, the ``k`` most similar training features vote for their class with weight
 ``exp(similarity / t)``. Defaults k = 200, t = 0.1 (``probe.knn_k`` / ``probe.knn_t``; Wu et al.,
 lightly, solo-learn). The online probes (benchmark/probes/online.py) and the final probes
-(benchmark/probes/evaluate.py, ``knn_top1`` in result.json) both call :func:`knn_top1`.
+(benchmark/probes/suite.py, ``knn_top1`` in result.json) both call :func:`knn_top1`.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Path integration: regress the cumulative transformation of a sequence from its aggregate representation.
 
-The paper (docs/protocol.md §5, ``path_int_fig.pdf``; published curves in benchmark/paper_results.yaml) plots
+The paper (docs/protocol.md §5, ``path_int_fig.pdf``; published curves in benchmark/reporting/paper_results.yaml) plots
 "Angular path prediction R^2" (3DIEBench) and "Saccade path prediction R^2" (STL-10 PLS) against M_val
 for three models: vision + action conditioning, vision without action conditioning (a model trained with
 ``model.act_cond=false``), and "no vision" + action conditioning. No code is released, so the task
@@ -31,8 +31,8 @@ from torch.utils.data import DataLoader
 
 from benchmark.config import RunConfig
 from benchmark.data.base import SequenceDataset, collate, loader_workers
+from benchmark.infra.progress import progress as report
 from benchmark.probes.heads import regression_probe
-from benchmark.progress import progress as report
 from methods.contract import Method
 
 PROTOCOL = ("path integration: MLP probe from the sequence representation of the first M views (with their "

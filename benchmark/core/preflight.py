@@ -1,6 +1,6 @@
 """Checks of a run against cheap facts about its dataset, before any data is rendered or written.
 
-``benchmark.run`` calls :func:`check` after building the method and before building the datasets
+``benchmark.core.runner`` calls :func:`check` after building the method and before building the datasets
 (which renders a generated dataset, or decodes a cache) and before the run directory exists; the
 launcher calls it for every run it is about to submit. The facts (:class:`DataSizes`) come from the
 config for the generated datasets, from the split files for 3DIEBench, and from the official split
@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from benchmark.config import RunConfig
-from benchmark.errors import ConfigError
+from benchmark.infra.errors import ConfigError
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from benchmark.config import RunConfig, to_dict
-from benchmark.fileio import atomic_write_text
+from benchmark.infra.fileio import atomic_write_text
 
 SCHEMA_VERSION = 1
 RESULT_FILE = "result.json"
@@ -111,7 +111,7 @@ def check_result(run_dir: Path) -> tuple[dict | None, str]:
 
     Valid = a JSON object of this schema version with every required key and a known status. Anything
     else (truncated or hand-edited JSON, ``schema_version`` 0, another version's layout) means the run is
-    **not done**: ``benchmark.run``, the launcher and the aggregator all say so and never count it.
+    **not done**: ``benchmark.core.runner``, the launcher and the aggregator all say so and never count it.
     """
     path = Path(run_dir) / RESULT_FILE
     if not path.is_file():

@@ -25,11 +25,11 @@ from torch.utils.data import DataLoader
 
 from benchmark.config import PROBE_PRESETS, ProbeConfig, RunConfig
 from benchmark.data.base import SequenceDataset, collate, loader_workers
+from benchmark.infra.progress import progress as report
 from benchmark.probes import bank
 from benchmark.probes.heads import linear_probe, regression_probe
 from benchmark.probes.knn import knn_top1
 from benchmark.probes.path_integration import path_integration
-from benchmark.progress import progress as report
 from methods.contract import Method
 
 PROTOCOL = ("frozen encoder in eval mode; features of probe.train_samples / probe.val_samples fixed view "

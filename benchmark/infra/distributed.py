@@ -27,7 +27,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from benchmark.errors import ConfigError, SeqbenchError, user_message
+from benchmark.infra.errors import ConfigError, SeqbenchError, user_message
 from methods.contract import Batch, Method, StepOutput
 
 T = TypeVar("T")

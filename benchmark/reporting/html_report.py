@@ -4,7 +4,7 @@ Written by ``python -m benchmark.aggregate`` beside tables/, figures/ and covera
 paper-shaped tables beside the published numbers, every PNG figure (embedded as a base64 ``data:`` URI),
 coverage.md and a provenance summary of the runs (commits, hosts, torch versions, counts); it loads nothing
 else (no CDN, no local file), so it can be mailed or attached as it is. The layout is the Jinja2 template
-``benchmark/templates/report.html.j2``, rendered with autoescaping on: every run-derived string is escaped.
+``benchmark/reporting/templates/report.html.j2``, rendered with autoescaping on: every run-derived string is escaped.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Any
 
 import pandas as pd
 
-from benchmark import tables as T
+from benchmark.reporting import tables as T
 
 TEMPLATES = Path(__file__).with_name("templates")
 TEMPLATE = "report.html.j2"

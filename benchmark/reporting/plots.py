@@ -3,7 +3,7 @@ top-1 heatmaps over training x inference length (ours beside the paper's), and t
 seq-JEPA batch-mean baseline loss, learning rate and the online probes ``online_*`` from each log.jsonl).
 
 Every series is drawn with markers, so a run that logged a single point, or a cell with one length, still
-shows. Figures are saved to memory and written through benchmark/fileio.py (atomic, umask mode).
+shows. Figures are saved to memory and written through benchmark/infra/fileio.py (atomic, umask mode).
 
 Figures use matplotlib's object API on the Agg canvas (no pyplot): nothing global is touched, no display
 is needed, and figures are freed as soon as they are saved.
@@ -27,8 +27,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from benchmark import tables as T
-from benchmark.tables import Problem
+from benchmark.reporting import tables as T
+from benchmark.reporting.tables import Problem
 
 # Colour-blind-safe colours (Okabe-Ito) and a marker per family, so a grey print still separates them.
 FAMILY_STYLE = {"invariant": ("#0072B2", "o"), "equivariant": ("#D55E00", "s"), "seq-JEPA": ("#009E73", "D"),

@@ -5,7 +5,7 @@ the same keys ``--set`` takes. Sweeps are built from axes with ``product`` (firs
 slowest), ``zipped`` and ``chain``, as disentanglement_lib's ``hyperparams.py`` does; seeds are the
 replicate index 0..n-1 (not random), the outermost axis, so every method gets the same seeds and the
 first n/len(seeds) runs already form one complete table. Each run resolves through
-``benchmark.registry.resolve`` like a CLI run, so a sweep can only name what the CLI accepts, and its
+``benchmark.core.registry.resolve`` like a CLI run, so a sweep can only name what the CLI accepts, and its
 run directory is ``{out}/{sweep}/{method}/{dataset}/L{seq_len}/seed{seed}-{hash}``.
 
 Named sweeps live in :data:`SWEEPS`; a YAML file defines others (:func:`from_yaml`, format in
@@ -32,8 +32,8 @@ from benchmark.config import (
     stack,
     unknown_key_error,
 )
-from benchmark.errors import ConfigError, SeqbenchError
-from benchmark.registry import resolve
+from benchmark.core.registry import resolve
+from benchmark.infra.errors import ConfigError, SeqbenchError
 
 Run = dict[str, Any]  # dotted config key -> value
 
@@ -85,7 +85,7 @@ class Sweep:
     name: str
     description: str
     runs: tuple[Run, ...]
-    source: str = "benchmark/sweeps.py"  # where the runs are defined: named in config errors
+    source: str = "benchmark/core/sweeps.py"  # where the runs are defined: named in config errors
 
     def __post_init__(self) -> None:
         if not SWEEP_NAME.fullmatch(self.name):
@@ -216,7 +216,7 @@ PAIR_BASELINES = ("simclr", "byol", "vicreg", "sen", "equimod", "sie", "cond-byo
 # The transformer-augmented controls (baselines/tx.py): seq_len = observations per sequence.
 TX_BASELINES = ("simclr+tx", "byol+tx", "vicreg+tx")
 TABLE1_EVAL_LENS = [1, 3, 5]  # Table 1 reports seq-JEPA at M_val 1, 3 (M_tr=1) and 3, 5 (M_tr=3)
-HEATMAP_TRAIN_LENS = [1, 2, 3, 4, 5]  # 3db_rotation_heatmap.pdf columns (benchmark/paper_results.yaml)
+HEATMAP_TRAIN_LENS = [1, 2, 3, 4, 5]  # 3db_rotation_heatmap.pdf columns (benchmark/reporting/paper_results.yaml)
 HEATMAP_EVAL_LENS = list(range(1, 9))  # its rows: M_val = 1..8, probed from each run (no retraining)
 
 # Settings of the embedded tiny dataset used by tests and CI: seconds per run on one CPU core.
@@ -230,7 +230,7 @@ SMOKE_SETTINGS = {
 
 
 def _paper_3diebench() -> Sweep:
-    # The 3DIEBench preset is seq-JEPA's script: 1000 epochs, batch 512, 128 px (benchmark/registry.py).
+    # The 3DIEBench preset is seq-JEPA's script: 1000 epochs, batch 512, 128 px (benchmark/core/registry.py).
     seqjepa = {"method": "seqjepa", "probe.eval_seq_lens": TABLE1_EVAL_LENS}
     runs = product(replicates(3), fixed({"dataset": "3diebench"}), chain(
         product(axis("method", PAIR_BASELINES), fixed({"data.seq_len": 1})),
@@ -278,7 +278,8 @@ def _pattern(name: str, config: str, description: str) -> Sweep:
         fixed({"method": "seqjepa", "model.act_cond": False}),
         fixed({"method": "seqjepa", "train.epochs": 0}),
     ))
-    return Sweep(name, description, tuple(runs), f"sweep {name!r} (benchmark/sweeps.py, benchmark/configs/{config})")
+    return Sweep(name, description, tuple(runs),
+                 f"sweep {name!r} (benchmark/core/sweeps.py, benchmark/configs/{config})")
 
 
 SWEEPS: dict[str, Sweep] = {s.name: s for s in (

@@ -1,13 +1,13 @@
 """The training loop: plain and visible, the same for every method.
 
 schedule -> autocast -> method.training_step -> backward -> optimiser step -> method.on_step_end (EMA)
--> JSON-lines log (and the ``train.logger`` monitor, benchmark/monitor.py) -> checkpoint. The data
+-> JSON-lines log (and the ``train.logger`` monitor, benchmark/infra/monitor.py) -> checkpoint. The data
 order and every view sampled are functions of (seed, epoch, index), and a checkpoint holds model,
 optimiser, step, RNG state, so a run resumed from its run directory continues exactly where it stopped.
 
-Stopping: ``stop_requested()`` is polled between steps (``benchmark.run`` sets it from SIGTERM, SIGUSR2
+Stopping: ``stop_requested()`` is polled between steps (``benchmark.core.runner`` sets it from SIGTERM, SIGUSR2
 or SIGINT, the SLURM job from the requeue signal); the loop then checkpoints at the last finished step
-and returns ``interrupted``. Under data parallelism (``benchmark/distributed.py``) the ranks agree on it
+and returns ``interrupted``. Under data parallelism (``benchmark/infra/distributed.py``) the ranks agree on it
 and on data errors with one all-reduce per step, so all stop at the same step and a rank whose data
 failed stops the others at once; each rank trains on its slice of every global batch, and rank 0 alone
 writes the checkpoint and the log.
@@ -16,8 +16,8 @@ Divergence: the loss (already read on the host every step) ending non-finite end
 update is applied; NaN/inf weights show up there one step later. Parameters, EMA targets and
 BatchNorm statistics are checked for NaN/inf on the device before every checkpoint, the last step's
 included (a pass over every weight: too slow on a CPU to repeat every step), so a non-finite state
-is never saved; ``benchmark.run`` then checks the probe features. The summary carries ``diverged`` =
-{step, what, detail} and ``benchmark.run`` records the run as diverged.
+is never saved; ``benchmark.core.runner`` then checks the probe features. The summary carries ``diverged`` =
+{step, what, detail} and ``benchmark.core.runner`` records the run as diverged.
 
 Checkpoints are read with ``torch.load(weights_only=True)``: they hold only tensors and plain
 containers (model, optimiser, step, every rank's RNG state, the config, data digests, resume segments,
@@ -44,15 +44,15 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader, Sampler
 
-from benchmark import distributed
 from benchmark.config import RunConfig, config_diff, semantic, to_dict
+from benchmark.core.fastpath import FastPaths, keep_host_memory
+from benchmark.core.results import git_state, now
 from benchmark.data.base import SequenceDataset, collate, loader_workers, to_batch
-from benchmark.errors import SeqbenchError
-from benchmark.fastpath import FastPaths, keep_host_memory
-from benchmark.fileio import atomic_torch_save, atomic_write_text, disk_full_error, is_disk_full
-from benchmark.monitor import NullMonitor, open_monitor, scalars
-from benchmark.progress import Progress
-from benchmark.results import git_state, now
+from benchmark.infra import distributed
+from benchmark.infra.errors import SeqbenchError
+from benchmark.infra.fileio import atomic_torch_save, atomic_write_text, disk_full_error, is_disk_full
+from benchmark.infra.monitor import NullMonitor, open_monitor, scalars
+from benchmark.infra.progress import Progress
 from methods.components import warmup_cosine
 from methods.contract import Method
 
@@ -351,7 +351,7 @@ def train(cfg: RunConfig, method: Method, dataset: SequenceDataset, run_dir: Pat
             say(f"log.jsonl cut back to step {step}: {dropped} line(s) of steps after the checkpoint removed "
                 f"(they are trained again)")
     if device.type == "cpu":
-        keep_host_memory()  # no page faults per step for the activations (benchmark/fastpath.py)
+        keep_host_memory()  # no page faults per step for the activations (benchmark/core/fastpath.py)
     fast = FastPaths.from_config(cfg, device)  # channels_last, fused optimiser, compile (after the checkpoint)
     fast.module(method)
     fast.optimizer(opt)
@@ -392,7 +392,7 @@ def train(cfg: RunConfig, method: Method, dataset: SequenceDataset, run_dir: Pat
                                "train_loss": last_loss, "timing": timing_now()}, ckpt_path, "checkpoint")
         return True
 
-    # train.logger (benchmark/monitor.py): the values of log.jsonl, live, cut back to this step as log.jsonl was
+    # train.logger (benchmark/infra/monitor.py): the values of log.jsonl, live, cut back to this step as log.jsonl was
     monitor = open_monitor(tc.logger, run_dir, step, to_dict(cfg)) if env.is_main else NullMonitor()
     log_file = (run_dir / LOG).open("a") if env.is_main else None
 

@@ -1,6 +1,6 @@
 """Write a trained seqbench encoder in other tools' layouts.
 
-    python -m benchmark.export --run results/runs/seqjepa/3diebench/L3/seed0-1a2b3c4d --format torchvision
+    python -m benchmark.tools.export --run results/runs/seqjepa/3diebench/L3/seed0-1a2b3c4d --format torchvision
 
 * ``torchvision``: ``resnet18().state_dict()`` without ``fc.*``; load it with
   ``torchvision.models.resnet18().load_state_dict(torch.load(FILE), strict=False)`` (the only missing
@@ -19,9 +19,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from benchmark.checkpoints import CHECKPOINT_FILE, load, solo_learn_export, torchvision_export
-from benchmark.errors import SeqbenchError, user_message
-from benchmark.fileio import atomic_torch_save
+from benchmark.infra.errors import SeqbenchError, user_message
+from benchmark.infra.fileio import atomic_torch_save
+from benchmark.tools.checkpoint_formats import CHECKPOINT_FILE, load, solo_learn_export, torchvision_export
 
 DEFAULT_FILE = {"torchvision": "encoder_torchvision.pth", "solo-learn": "encoder_solo-learn.ckpt"}
 # model.backbone -> the torchvision architecture both formats load it into (solo-learn's backbones are
@@ -71,7 +71,7 @@ def stem_note(stem: str, fmt: str, backbone: str = "resnet18") -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m benchmark.export", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m benchmark.tools.export", description=__doc__.split("\n")[0])
     p.add_argument("--run", required=True, help=f"seqbench run directory (or its {CHECKPOINT_FILE})")
     p.add_argument("--format", required=True, choices=sorted(DEFAULT_FILE), help="layout to write")
     p.add_argument("--out", help=f"output file (default: <run dir>/{' or '.join(DEFAULT_FILE.values())})")

@@ -1,8 +1,8 @@
-"""Build or check the decoded 3DIEBench cache (``benchmark/data/cache.py``) for a run's settings.
+"""Build or check the decoded 3DIEBench cache (``benchmark/data/view_cache.py``) for a run's settings.
 
-``python -m benchmark.decoded_cache --data-root DIR --image-size 128 [--verify [--full]] [--set KEY=VALUE]``
-resolves the config as ``benchmark.run`` does (dataset preset, ``--set``) and builds, resumes or checks the
-cache of each split. (``python -m benchmark.data.cache`` is the same command.) The command lives here, not in
+``python -m benchmark.tools.decoded_cache --data-root DIR --image-size 128 [--verify [--full]] [--set KEY=VALUE]``
+resolves the config as ``benchmark.core.runner`` does (dataset preset, ``--set``) and builds, resumes or checks the
+cache of each split. (``python -m benchmark.data.view_cache`` is the same command.) The command lives here, not in
 ``benchmark/data/``, because it needs the registry, which itself imports the data modules.
 """
 
@@ -12,14 +12,14 @@ import argparse
 import sys
 
 from benchmark.config import layer, set_overrides, stack
+from benchmark.core.registry import dataset_entry, resolve
 from benchmark.data.base import available_cpus, loader_workers
-from benchmark.data.cache import cache_path, inspect
-from benchmark.errors import SeqbenchError, user_message
-from benchmark.registry import dataset_entry, resolve
+from benchmark.data.view_cache import cache_path, inspect
+from benchmark.infra.errors import SeqbenchError, user_message
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m benchmark.decoded_cache", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m benchmark.tools.decoded_cache", description=__doc__.split("\n")[0])
     p.add_argument("--dataset", default="3diebench", choices=["3diebench", "3diebench-mini"])
     p.add_argument("--data-root", help="the extracted 3DIEBench/ folder (3diebench-mini: the generator's cache)")
     p.add_argument("--image-size", type=int, help="training resolution (default: the dataset's preset)")

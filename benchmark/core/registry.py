@@ -14,11 +14,11 @@ from dataclasses import dataclass, field, replace
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from benchmark import preflight
 from benchmark.config import PROBE_PRESETS, Overrides, RunConfig, from_dict, layer, leaves, stack, to_dict
+from benchmark.core import preflight
+from benchmark.core.preflight import DataSizes
 from benchmark.data import checks
-from benchmark.errors import ConfigError
-from benchmark.preflight import DataSizes
+from benchmark.infra.errors import ConfigError
 
 if TYPE_CHECKING:
     from benchmark.data.base import SequenceDataset
@@ -132,7 +132,7 @@ class DatasetEntry:
 
     ``load()`` imports the dataset's code and returns an object with those two functions. ``check(cfg)``
     (None for generated datasets) raises a DataError if the files a run needs are not where it will look.
-    ``sizes(cfg)``: training samples and views per object, found without decoding (benchmark/preflight.py).
+    ``sizes(cfg)``: training samples and views per object, found without decoding (benchmark/core/preflight.py).
     """
 
     load: Callable[[], Any]
@@ -153,7 +153,7 @@ def _threedie_root(cfg: RunConfig) -> str | None:
 
 
 def _build_3diebench(cfg: RunConfig, split: str, num_views: int, fixed: bool) -> SequenceDataset:
-    from benchmark.data.cache import threedie_loader
+    from benchmark.data.view_cache import threedie_loader
 
     d = cfg.data
     return threedie_loader(cfg)(_threedie_root(cfg), split, num_views, d.image_size, d.latent_type, cfg.seed, fixed,
@@ -161,8 +161,8 @@ def _build_3diebench(cfg: RunConfig, split: str, num_views: int, fixed: bool) ->
 
 
 def _build_mini(cfg: RunConfig, split: str, num_views: int, fixed: bool) -> SequenceDataset:
-    from benchmark.data.cache import threedie_loader
     from benchmark.data.mini3d import generate as generate_mini
+    from benchmark.data.view_cache import threedie_loader
 
     d = cfg.data
     root = generate_mini(d.mini, cache_dir=d.root, progress=cfg.train.progress)
@@ -376,7 +376,7 @@ def resolve_with_sources(user: dict | Overrides, source: str = "the config") -> 
     direct = Overrides(values, {k: s for k, s in user.origins.items() if k.partition(".")[0] != "per_method"})
     explicit = stack(Overrides(block, {k: _block_source(method, k, user) for k, _ in leaves(block)}), direct)
     probe = probe_preset(entry, explicit.values, explicit.source_of("probe.preset", f"the {dataset} preset"))
-    layers = stack(layer(entry.defaults, f"the {dataset} preset (benchmark/registry.py)"),
+    layers = stack(layer(entry.defaults, f"the {dataset} preset (benchmark/core/registry.py)"),
                    layer(probe, f"probe.preset {probe_name(entry, explicit.values)!r}"), explicit)
     cfg = from_dict(RunConfig, layers.values, source=layers.source_of)
     model = from_dict(cls.Config, cfg.model, "model", layers.source_of)
@@ -445,7 +445,7 @@ def check(cfg: RunConfig, source_of: Callable[[str], str] | None = None) -> None
     if not cfg.probe.knn_t > 0:
         raise fail("probe.knn_t", f"probe.knn_t (the kNN temperature) must be > 0, got {cfg.probe.knn_t}")
     if cfg.train.logger == "wandb":
-        from benchmark.monitor import require_wandb
+        from benchmark.infra.monitor import require_wandb
 
         require_wandb()
     if cfg.train.epochs < 0:

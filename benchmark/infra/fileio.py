@@ -28,7 +28,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
-from benchmark.errors import SeqbenchError
+from benchmark.infra.errors import SeqbenchError
 
 DISK_FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 # torch.save swallows the OSError of a failed write and raises RuntimeError with one of these instead.

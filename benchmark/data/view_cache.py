@@ -1,7 +1,7 @@
 """Decoded cache of 3DIEBench: every view decoded once at the training resolution, read back by memmap.
 
 JPEG decoding of 256 px renders on a few CPU cores cannot feed a GPU step of thousands of images/s.
-``python -m benchmark.decoded_cache --data-root DIR --image-size 128`` (or ``--set data.decoded_cache=true``
+``python -m benchmark.tools.decoded_cache --data-root DIR --image-size 128`` (or ``--set data.decoded_cache=true``
 on a run, which builds it on first use) writes, per split and image size::
 
     <cache_dir>/3diebench-<split>-<size>px-<key>/     key = hash of the source root path
@@ -32,7 +32,6 @@ import hashlib
 import json
 import random
 import shutil
-import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -47,13 +46,13 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import functional as TF
 
 from benchmark.config import RunConfig
+from benchmark.core.results import now
 from benchmark.data.base import loader_workers
 from benchmark.data.mini3d import default_cache_dir
 from benchmark.data.threedie import MEAN, SPLIT_FILES, STD, ThreeDIEBench
-from benchmark.errors import DataError
-from benchmark.fileio import atomic_write_text
-from benchmark.progress import Progress, say
-from benchmark.results import now
+from benchmark.infra.errors import DataError
+from benchmark.infra.fileio import atomic_write_text
+from benchmark.infra.progress import Progress, say
 
 FORMAT, VERSION = "seqbench-3diebench-decoded", 1
 MANIFEST = "manifest.json"
@@ -266,7 +265,7 @@ def _lock(path: Path) -> Iterator[None]:
             say(f"waiting for another process writing the decoded cache {path}")
             fcntl.flock(f, fcntl.LOCK_EX)
         except OSError as e:  # a filesystem without locks: do not run two builds of one cache at once
-            say(f"cannot lock {path} ({e}); build the cache once (python -m benchmark.decoded_cache) before "
+            say(f"cannot lock {path} ({e}); build the cache once (python -m benchmark.tools.decoded_cache) before "
                  f"starting several processes on it")
             yield
             return
@@ -338,8 +337,8 @@ def ensure_cache(ds: ThreeDIEBench, cache_dir: str | Path | None = None, progres
         if not status.ok:
             if not build_missing:
                 raise DataError(f"decoded cache {path} cannot be used: {status.reason}. Rebuild it with "
-                                f"python -m benchmark.decoded_cache (same --data-root/--image-size/--set options as "
-                                f"the run), or set data.decoded_cache=false to read the JPEGs")
+                                f"python -m benchmark.tools.decoded_cache (same --data-root/--image-size/--set options "
+                                f"as the run), or set data.decoded_cache=false to read the JPEGs")
             if status.reason != "not built yet":
                 say(f"decoded cache {path}: {status.reason}; "
                      f"{'rebuilding it' if status.rebuild else 'writing the missing chunks'}")
@@ -391,9 +390,3 @@ def threedie_loader(cfg: RunConfig) -> Callable[..., ThreeDIEBench]:
         return ThreeDIEBench
     return functools.partial(CachedThreeDIEBench, cache_dir=cfg.data.cache_dir, progress=cfg.train.progress,
                              workers=loader_workers(cfg.data.num_workers))
-
-
-if __name__ == "__main__":  # the command's old name; the CLI needs the registry, so it lives outside benchmark.data
-    from benchmark.decoded_cache import main
-
-    sys.exit(main())

@@ -33,10 +33,10 @@ import torch
 import yaml
 from torch import Tensor
 
-from benchmark import yamlio
 from benchmark.config import RunConfig, from_dict
-from benchmark.errors import DataError, SeqbenchError
-from benchmark.registry import build_method
+from benchmark.core.registry import build_method
+from benchmark.infra import yamlio
+from benchmark.infra.errors import DataError, SeqbenchError
 from methods.contract import Method
 from methods.external import Stem, resnet18_encoder
 
@@ -49,7 +49,7 @@ LAYOUTS = {
     "seqbench": "a seqbench run directory or its checkpoint.pt ({'model': {'encoder.conv1.weight': ...}, "
                 "'config': ...})",
 }
-CHECKPOINT_FILE, CONFIG_FILE = "checkpoint.pt", "config.yaml"  # written by benchmark.train / benchmark.run
+CHECKPOINT_FILE, CONFIG_FILE = "checkpoint.pt", "config.yaml"  # written by benchmark.core.train / benchmark.core.runner
 # conv1 kernel -> stem, per layout: solo-learn's CIFAR conv1 pads by 2, ours (and our exports) by 1.
 STEMS: dict[str, dict[int, Stem]] = {
     "solo-learn": {7: "imagenet", 3: "solo-cifar"},
@@ -283,7 +283,8 @@ def load(path: str | Path, fmt: str = "auto", trust: bool = False) -> LoadedChec
             raise
         found = None  # the requested layout's own checks say what is wrong
     fmt = found if fmt == "auto" else fmt
-    hint = (f" It looks like a {found} checkpoint (benchmark.evaluate reads it with --format {found} or auto)."
+    hint = (f" It looks like a {found} checkpoint (python -m benchmark.evaluate reads it with --format {found} or "
+            f"auto)."
             if found not in (None, fmt) else "")
     run_config, method, note, step, backbone = None, None, "", None, "resnet18"
     try:

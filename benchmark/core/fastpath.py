@@ -14,7 +14,7 @@ beyond floating-point rounding:
 
 Like ``amp``, channels_last and the fused optimiser apply on CUDA only: on CPU they are off, which
 keeps the CPU presets as fast and as simple as before. :class:`FastPaths` holds the resolved switches;
-tests and ``benchmark.speed --fast all`` construct it directly to force them on any device.
+tests and ``benchmark.tools.speed --fast all`` construct it directly to force them on any device.
 """
 
 from __future__ import annotations

@@ -28,8 +28,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
-from benchmark.errors import ConfigError
-from benchmark.fileio import atomic_write_text
+from benchmark.infra.errors import ConfigError
+from benchmark.infra.fileio import atomic_write_text
 
 CSV_FILE = "metrics.csv"
 TENSORBOARD_DIR = "tensorboard"
