@@ -26,7 +26,7 @@ from benchmark.infra.fileio import atomic_write_text
 
 SCHEMA_VERSION = 1
 RESULT_FILE = "result.json"
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def git_state() -> dict:

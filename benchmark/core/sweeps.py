@@ -268,7 +268,7 @@ def _smoke() -> Sweep:
 # The invariance/equivariance pattern study (docs/pattern.md): each method at one shared regime given by a
 # config file, seq-JEPA also without actions and at random initialisation (the reference of its gains).
 PATTERN_METHODS = ("seqjepa", "simclr", "byol", "vicreg", "sie", "equimod", "sen", "cond-byol", "contextssl")
-CONFIGS = Path(__file__).resolve().parent / "configs"
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
 def _pattern(name: str, config: str, description: str) -> Sweep:
