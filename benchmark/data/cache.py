@@ -51,9 +51,8 @@ from benchmark.data.base import loader_workers
 from benchmark.data.mini3d import default_cache_dir
 from benchmark.data.threedie import MEAN, SPLIT_FILES, STD, ThreeDIEBench
 from benchmark.errors import DataError
-from benchmark.fileio import atomic_write_text
+from benchmark.fileio import atomic_write_text, now
 from benchmark.progress import Progress, say
-from benchmark.results import now
 
 FORMAT, VERSION = "seqbench-3diebench-decoded", 1
 MANIFEST = "manifest.json"
