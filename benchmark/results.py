@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from benchmark.config import RunConfig, to_dict
-from benchmark.fileio import atomic_write_text, now  # noqa: F401  (results.now: callers' name for it)
+from benchmark.fileio import atomic_write_text, now
 
 SCHEMA_VERSION = 1
 RESULT_FILE = "result.json"
