@@ -32,7 +32,6 @@ import hashlib
 import json
 import random
 import shutil
-import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -390,9 +389,3 @@ def threedie_loader(cfg: RunConfig) -> Callable[..., ThreeDIEBench]:
         return ThreeDIEBench
     return functools.partial(CachedThreeDIEBench, cache_dir=cfg.data.cache_dir, progress=cfg.train.progress,
                              workers=loader_workers(cfg.data.num_workers))
-
-
-if __name__ == "__main__":  # the command's old name; the CLI needs the registry, so it lives outside benchmark.data
-    from benchmark.decoded_cache import main
-
-    sys.exit(main())
