@@ -6,8 +6,8 @@ A dataset is one module that ends in::
                          check=check, sizes=sizes)
 
 and one line of ``benchmark/registry.py``'s ``DATASETS``, which imports the module only when the name is
-looked up. Nothing else names a dataset: the launcher's data check, the pre-run size check
-(``benchmark/preflight.py``), the presets and the aggregated tables (``table``) all read the entry.
+looked up. The launcher's data check, the pre-run size check (``benchmark/preflight.py``), config resolution
+(the preset) and the aggregated tables (``table``) read the entry, not the dataset's name.
 
 Looking an entry up should cost no torch (the aggregator reads ``table``; ``--help`` and config errors
 read ``defaults``), so the built-in datasets keep their entry in a torch-free ``<loader>_entry.py`` beside
