@@ -83,7 +83,7 @@ class ExternalEncoder(Method):
 
     def training_step(self, batch: Batch) -> StepOutput:
         raise RuntimeError("an external encoder is evaluated frozen; it has no training objective "
-                           "(use python -m benchmark.evaluate, not benchmark.run)")
+                           "(use python -m benchmark.evaluate, not benchmark.core.runner)")
 
     @torch.no_grad()
     def encode(self, views: Tensor, actions: Tensor | None = None) -> dict[str, Tensor]:

@@ -350,7 +350,7 @@ def resources(preset: ClusterPreset, executor: str, n_jobs: int) -> list[str]:
 
 def check_data(cfgs: dict[int, RunConfig], todo: list[int], world_size: int = 1) -> None:
     """Every run about to be submitted finds its data root and split files, and fits its data (batch size
-    vs training samples, sequence lengths vs views: benchmark/core/preflight.py); one message for all problems.
+    vs training samples, sequence lengths vs views: benchmark/data/preflight.py); one message for all problems.
 
     The data is checked once per distinct dataset setting (``DatasetEntry.check``; generated datasets
     need nothing); ``world_size``: data-parallel processes per job, which share the global batch.

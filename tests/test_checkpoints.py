@@ -244,11 +244,11 @@ def test_aggregate_lists_external_next_to_trained(trained, out, tmp_path):
 def run_cli(argv: list[str], capsys) -> tuple[int, str]:
     """``python -m benchmark.evaluate ARGS`` in-process: exit status and stderr."""
     old = sys.argv
-    sys.argv = ["benchmark.evaluate", *argv]
+    sys.argv = ["benchmark.tools.evaluate_checkpoint", *argv]
     try:
         with pytest.raises(SystemExit) as exc, warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # "found in sys.modules": it is, from the import above
-            runpy.run_module("benchmark.evaluate", run_name="__main__", alter_sys=True)
+            runpy.run_module("benchmark.tools.evaluate_checkpoint", run_name="__main__", alter_sys=True)
     finally:
         sys.argv = old
     return exc.value.code, capsys.readouterr().err

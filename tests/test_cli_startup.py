@@ -42,16 +42,16 @@ def _probe(module: str, *args: str) -> tuple[dict, str]:
 
 
 @pytest.mark.parametrize("module, expect", [
-    ("benchmark.run", ["seqjepa", "contextssl", "3diebench-mini", "stl10-saccades"]),
+    ("benchmark.core.runner", ["seqjepa", "contextssl", "3diebench-mini", "stl10-saccades"]),
     ("slurm.launch", ["paper-3diebench", "--dry-run", "--executor"]),
-    ("benchmark.aggregate", ["--runs"]),
+    ("benchmark.reporting.aggregate", ["--runs"]),
 ])
 def test_help_imports_no_torch(module, expect):
     report, out = _probe(module, "--help")
     assert report["code"] == 0
     for word in expect:
         assert word in out
-    bad = set(report["heavy"]) - ({"pandas"} if module == "benchmark.aggregate" else set())
+    bad = set(report["heavy"]) - ({"pandas"} if module == "benchmark.reporting.aggregate" else set())
     assert not bad, f"`python -m {module} --help` imported {sorted(bad)}"
 
 

@@ -36,7 +36,8 @@ def test_an_upward_import_inside_a_function_breaks_a_contract(tmp_path):
         shutil.copytree(ROOT / name, copy / name, ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(ROOT / "pyproject.toml", copy / "pyproject.toml")
     infra = copy / "benchmark" / "infra" / "fileio.py"
-    infra.write_text(infra.read_text() + "\n\ndef _climb():\n    from benchmark.core import registry\n    return registry\n")
+    climb = "\n\ndef _climb():\n    from benchmark.core import registry\n    return registry\n"
+    infra.write_text(infra.read_text() + climb)
     r = _lint(copy)
     assert r.returncode != 0
     assert "benchmark.infra.fileio -> benchmark.core.registry" in r.stdout

@@ -15,18 +15,17 @@ import math
 import platform
 import socket
 import subprocess
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from benchmark.config import RunConfig, to_dict
-from benchmark.infra.fileio import atomic_write_text
+from benchmark.infra.fileio import atomic_write_text, now
 
 SCHEMA_VERSION = 1
 RESULT_FILE = "result.json"
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 def git_state() -> dict:
@@ -40,10 +39,6 @@ def git_state() -> dict:
     commit = git("rev-parse", "HEAD")
     status = git("status", "--porcelain", "--untracked-files=no")
     return {"git_commit": commit, "git_dirty": None if status is None else bool(status)}
-
-
-def now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def provenance(device: torch.device, start_time: str, wall_time_s: float, extra: dict | None = None) -> dict:

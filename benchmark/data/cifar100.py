@@ -15,7 +15,6 @@ stem (docs/protocol.md §4); the SSL split is ``train``, the probes train on ``t
 
 from __future__ import annotations
 
-import os
 import pickle
 from pathlib import Path
 
@@ -26,6 +25,7 @@ from torch import Tensor
 from benchmark.config import RunConfig
 from benchmark.data.augment import AugmentedSequences, action_dim
 from benchmark.data.base import find_folder
+from benchmark.data.entry import data_root
 from benchmark.infra.errors import DataError
 from methods.contract import DataSpec
 
@@ -107,10 +107,6 @@ class CIFAR100Images:
 
     def image(self, index: int) -> Tensor:
         return self.images[index]
-
-
-def data_root(cfg: RunConfig) -> str | None:
-    return cfg.data.root or os.environ.get("SEQBENCH_DATA_ROOT")
 
 
 def build(cfg: RunConfig, split: str, num_views: int, fixed: bool, root: str | Path | None = None,

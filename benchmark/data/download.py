@@ -27,7 +27,7 @@ tinyimagenet   cs231n's ``tiny-imagenet-200.zip`` (237 MB; md5 published with it
 
 torchvision's own ``download_url`` is not used for the transfer because it cannot resume; its URLs,
 published md5s, ``calculate_md5`` and ``extract_archive`` are. After extraction the dataset's launcher
-check (``benchmark/data/checks.py``) confirms the loader will find what it needs.
+check (its ``ENTRY.check``, benchmark/data/entry.py) confirms the loader will find what it needs.
 """
 
 from __future__ import annotations
@@ -46,6 +46,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from benchmark.config import RunConfig, from_dict, merge
+from benchmark.data import cifar100_entry, stl10_entry, threedie_entry, tinyimagenet_entry
+from benchmark.data.entry import DatasetEntry
 from benchmark.infra.errors import DataError, SeqbenchError, user_message
 from benchmark.infra.fileio import atomic_write_text
 from benchmark.infra.progress import Progress
@@ -75,6 +78,7 @@ class Spec:
     name: str
     folder: str  # what the archive extracts to, inside --root
     assets: tuple[Asset, ...]
+    entry: DatasetEntry  # the dataset the files are for: its check runs on the result
     data_root_is_folder: bool = False  # the run's --data-root is <root>/<folder> (3DIEBench) rather than <root>
     note: str = ""
 
@@ -83,13 +87,14 @@ def _cifar100() -> Spec:
     from torchvision.datasets import CIFAR100
 
     return Spec("cifar100", CIFAR100.base_folder,
-                (Asset(CIFAR100.url, CIFAR100.filename, ("md5", CIFAR100.tgz_md5), "161 MB"),))
+                (Asset(CIFAR100.url, CIFAR100.filename, ("md5", CIFAR100.tgz_md5), "161 MB"),), cifar100_entry.ENTRY)
 
 
 def _stl10() -> Spec:
     from torchvision.datasets import STL10
 
     return Spec("stl10", STL10.base_folder, (Asset(STL10.url, STL10.filename, ("md5", STL10.tgz_md5), "2.6 GB"),),
+                stl10_entry.ENTRY,
                 note="stl10-saccades also needs saliency maps: the paper's DeepGaze IIE arrays are the Hugging Face "
                      "dataset Hafez/salmap-stl10 (or use --set data.saccade.saliency=spectral)")
 
@@ -97,7 +102,7 @@ def _stl10() -> Spec:
 def _tinyimagenet() -> Spec:
     return Spec("tinyimagenet", "tiny-imagenet-200",
                 (Asset("http://cs231n.stanford.edu/tiny-imagenet-200.zip", "tiny-imagenet-200.zip",
-                       ("md5", "90528d7ca1a48142e341f4ef8d21d0de"), "237 MB"),))
+                       ("md5", "90528d7ca1a48142e341f4ef8d21d0de"), "237 MB"),), tinyimagenet_entry.ENTRY)
 
 
 # Git blob ids of facebookresearch/SIE@54541cf:data/*.npy (`git ls-tree`): checksums published by the repository.
@@ -114,7 +119,7 @@ def _3diebench() -> Spec:
                    for name, blob in SPLIT_BLOBS.items())
     return Spec("3diebench", "3DIEBench",
                 (Asset("https://dl.fbaipublicfiles.com/SIE/3DIEBench.tar.gz", "3DIEBench.tar.gz", None, "17 GB"),
-                 *splits),
+                 *splits), threedie_entry.ENTRY,
                 data_root_is_folder=True, note="3DIEBench is licensed CC-BY-NC (see the LICENSE file inside it)")
 
 
@@ -331,22 +336,20 @@ def download(name: str, root: str | Path, mirror: str | None = None, keep_archiv
         if not asset.archive:
             obtain(asset, target / asset.filename, mirror, log)
     data_root = target if spec.data_root_is_folder else root
-    _check_layout(name, data_root)
+    _check_layout(spec, data_root)
     if spec.note:
         log(f"note: {spec.note}")
     return data_root
 
 
-def _check_layout(name: str, data_root: Path) -> None:
-    """The launcher's data check on the result: the loader will find what it needs."""
-    from benchmark.core.registry import DATASETS, resolve
-
-    cfg = resolve({"dataset": name, "data": {"root": str(data_root)}})
+def _check_layout(spec: Spec, data_root: Path) -> None:
+    """The launcher's data check on the result, at the dataset's preset: the loader will find what it needs."""
+    cfg = from_dict(RunConfig, merge(spec.entry.defaults, {"dataset": spec.name, "data": {"root": str(data_root)}}))
     try:
-        DATASETS[name].check(cfg)
+        spec.entry.check(cfg)
     except DataError as e:
-        raise DownloadError(f"the download finished but {data_root} is not what the {name} loader expects: {e}") \
-            from None
+        raise DownloadError(f"the download finished but {data_root} is not what the {spec.name} loader expects: "
+                            f"{e}") from None
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -157,7 +157,7 @@ def cache_key(fmt: str, cfg: ImageMiniConfig) -> str:
 
 
 def check_settings(cfg: ImageMiniConfig) -> None:
-    """The generator's limits (also checked before a run starts: benchmark/core/preflight.py)."""
+    """The generator's limits (also checked before a run starts: image_mini_entry)."""
     if not 2 <= cfg.classes <= len(SHAPES):
         raise ConfigError(f"data.image_mini.classes must be 2..{len(SHAPES)}, got {cfg.classes}")
     if cfg.train_per_class < 1 or cfg.test_per_class < 1 or cfg.unlabeled < 0:

@@ -275,7 +275,7 @@ def _render_object(job: tuple[MiniConfig, Path, int, int]) -> None:
 
 
 def check_settings(cfg: MiniConfig) -> None:
-    """The generator's limits (also checked before a run starts: benchmark/core/preflight.py)."""
+    """The generator's limits (also checked before a run starts: mini3d_entry.sizes)."""
     if not 1 <= cfg.classes <= len(CLASS_NAMES):
         raise ConfigError(f"data.mini.classes must be 1..{len(CLASS_NAMES)}, got {cfg.classes}")
     if cfg.objects_per_class < 2 or cfg.views < 2 or cfg.resolution < 8:

@@ -35,7 +35,7 @@ from torch import Tensor
 from benchmark.config import RunConfig, SaccadeConfig
 from benchmark.data.augment import ImageSource, torch_generator
 from benchmark.data.base import ProbeTarget, SequenceDataset
-from benchmark.data.cifar100 import data_root
+from benchmark.data.entry import data_root
 from benchmark.data.stl10 import SIZE, STL10Images, split_for
 from benchmark.infra.errors import ConfigError, DataError
 from methods.contract import DataSpec

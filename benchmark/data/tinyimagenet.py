@@ -25,7 +25,7 @@ from torch import Tensor
 
 from benchmark.config import RunConfig
 from benchmark.data.augment import AugmentedSequences, action_dim
-from benchmark.data.cifar100 import data_root
+from benchmark.data.entry import data_root
 from benchmark.infra.errors import DataError
 from methods.contract import DataSpec
 

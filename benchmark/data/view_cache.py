@@ -46,12 +46,11 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import functional as TF
 
 from benchmark.config import RunConfig
-from benchmark.core.results import now
 from benchmark.data.base import loader_workers
 from benchmark.data.mini3d import default_cache_dir
 from benchmark.data.threedie import MEAN, SPLIT_FILES, STD, ThreeDIEBench
 from benchmark.infra.errors import DataError
-from benchmark.infra.fileio import atomic_write_text
+from benchmark.infra.fileio import atomic_write_text, now
 from benchmark.infra.progress import Progress, say
 
 FORMAT, VERSION = "seqbench-3diebench-decoded", 1

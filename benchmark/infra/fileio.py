@@ -11,6 +11,7 @@
   temporary file is removed and the previous file is intact.
 * :func:`exclusive_lock` is an ``fcntl.flock`` on a lock file that records who holds it ("host, pid"),
   so a second process can say where the work is already running.
+* :func:`now`: the UTC timestamp every record seqbench writes carries (result.json, manifests).
 
 No torch import at module level: the aggregator uses this module and must not pay for torch.
 """
@@ -25,6 +26,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
@@ -33,6 +35,11 @@ from benchmark.infra.errors import SeqbenchError
 DISK_FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 # torch.save swallows the OSError of a failed write and raises RuntimeError with one of these instead.
 _TORCH_WRITE_FAILURES = ("unexpected pos", "file write failed", "PytorchStreamWriter failed")
+
+
+def now() -> str:
+    """The current UTC time to the second, ISO 8601 (``2026-01-31T12:00:00+00:00``)."""
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 class DiskFull(SeqbenchError):

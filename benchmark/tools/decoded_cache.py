@@ -2,8 +2,8 @@
 
 ``python -m benchmark.tools.decoded_cache --data-root DIR --image-size 128 [--verify [--full]] [--set KEY=VALUE]``
 resolves the config as ``benchmark.core.runner`` does (dataset preset, ``--set``) and builds, resumes or checks the
-cache of each split. (``python -m benchmark.data.view_cache`` is the same command.) The command lives here, not in
-``benchmark/data/``, because it needs the registry, which itself imports the data modules.
+cache of each split. The command lives here, not in ``benchmark/data/``, because it needs the registry, which
+itself imports the data modules (``benchmark.data`` never imports the registry).
 """
 
 from __future__ import annotations

@@ -69,7 +69,7 @@ def external_config(ck: LoadedCheckpoint, user: dict | Overrides, name: str) -> 
     run = layer(inherited(ck, user.values.get("dataset")), f"the run config recorded in {ck.path}")
     # Resolve as a registered method to apply the dataset preset and every key/type check, then swap in
     # the external method: the registry would reject "external:<name>" and its model config.
-    fixed = layer({"method": "seqjepa", "model": {}, "train": {"epochs": 0}}, "benchmark.evaluate")
+    fixed = layer({"method": "seqjepa", "model": {}, "train": {"epochs": 0}}, "benchmark.tools.evaluate_checkpoint")
     cfg = resolve(stack(run, user, fixed))
     rc = ck.run_config or {}
     model = ExternalEncoderConfig(ck.format, ck.stem, ck.sha256, rc.get("method"), rc.get("model") or {})

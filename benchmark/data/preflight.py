@@ -2,15 +2,15 @@
 
 ``benchmark.core.runner`` calls :func:`check` after building the method and before building the datasets
 (which renders a generated dataset, or decodes a cache) and before the run directory exists; the
-launcher calls it for every run it is about to submit. The facts (:class:`DataSizes`) come from the
-config for the generated datasets, from the split files for 3DIEBench, and from the official split
-sizes for CIFAR-100, Tiny ImageNet and STL-10: nothing is decoded, so a wrong batch size or sequence
-length fails in well under a second. The training loop keeps its own checks (they see the real data).
+launcher calls it for every run it is about to submit. The facts (:class:`DataSizes`) come from each
+dataset's ``ENTRY.sizes`` (benchmark/data/entry.py): from the config for the generated datasets, from the
+split files for 3DIEBench, and from the official split sizes for CIFAR-100, Tiny ImageNet and STL-10.
+Nothing is decoded, so a wrong batch size or sequence length fails in well under a second. The training
+loop keeps its own checks (they see the real data).
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -27,50 +27,9 @@ class DataSizes:
     what: str  # where the numbers come from, for the messages
 
 
-# ---------------------------------------------------------------------------------------- sizes
-def mini3d_sizes(cfg: RunConfig) -> DataSizes:
-    from benchmark.data import mini3d
-
-    m = cfg.data.mini
-    mini3d.check_settings(m)
-    per_class = mini3d.split_sizes(m)[0]
-    return DataSizes(m.classes * per_class, m.views, f"data.mini: {m.classes} classes x {per_class} training "
-                     f"objects, {m.views} views each")
-
-
-def threedie_sizes(cfg: RunConfig) -> DataSizes:
-    """Objects of the training split and views of the first object of each split (the loader's own checks)."""
-    from benchmark.data.threedie import ThreeDIEBench
-
-    d = cfg.data
-    root = d.root or os.environ.get("SEQBENCH_DATA_ROOT")
-    train, val = (ThreeDIEBench(root, split, 1, d.image_size, d.latent_type, cfg.seed, True, d.canonical_quat,
-                                d.split_dir, d.fallback_split) for split in ("train", "val"))
-    views = min(train.views_per_object, val.views_per_object)
-    return DataSizes(len(train.objects), views, f"the training split of {train.root}, {views} views per object")
-
-
 def fixed_sizes(train: int, what: str) -> Callable[[RunConfig], DataSizes]:
     """An official dataset of ``train`` pre-training images, views drawn on demand."""
     return lambda cfg: DataSizes(train, None, what)
-
-
-def stl10_sizes(cfg: RunConfig) -> DataSizes:
-    n = {"unlabeled": 100_000, "train": 5_000}[cfg.data.stl10_pretrain]
-    return DataSizes(n, None, f"STL-10's {cfg.data.stl10_pretrain} split (data.stl10_pretrain)")
-
-
-def image_mini_sizes(stl10: bool) -> Callable[[RunConfig], DataSizes]:
-    def sizes(cfg: RunConfig) -> DataSizes:
-        from benchmark.data import image_mini
-
-        m = cfg.data.image_mini
-        image_mini.check_settings(m)
-        if stl10 and cfg.data.stl10_pretrain == "unlabeled":
-            return DataSizes(m.unlabeled, None, "data.image_mini.unlabeled images (data.stl10_pretrain=unlabeled)")
-        return DataSizes(m.classes * m.train_per_class, None, f"data.image_mini: {m.classes} classes x "
-                         f"{m.train_per_class} training images")
-    return sizes
 
 
 # ---------------------------------------------------------------------------------------- checks
