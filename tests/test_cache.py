@@ -14,11 +14,11 @@ from PIL import Image
 from benchmark.config import merge, parse_set
 from benchmark.core.registry import dataset_entry, resolve
 from benchmark.core.runner import main as run_main
-from benchmark.data import decoded_cache as C
+from benchmark.data import view_cache as C
 from benchmark.data.base import collate
 from benchmark.data.threedie import ThreeDIEBench
 from benchmark.infra.errors import ConfigError, DataError
-from benchmark.tools import decoded_cache as decoded_cache
+from benchmark.tools import decoded_cache
 from tests.conftest import TINY_SETS, tiny_args
 from tests.test_threedie import write_official_tree
 
