@@ -355,8 +355,8 @@ def check_data(cfgs: dict[int, RunConfig], todo: list[int], world_size: int = 1)
     The data is checked once per distinct dataset setting (``DatasetEntry.check``; generated datasets
     need nothing); ``world_size``: data-parallel processes per job, which share the global batch.
     """
-    from benchmark.core import preflight
     from benchmark.core.registry import dataset_entry
+    from benchmark.data import preflight
 
     missing: dict[str, list[int]] = {}
     unfit: dict[str, list[int]] = {}

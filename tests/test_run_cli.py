@@ -11,9 +11,8 @@ import numpy as np
 import pytest
 
 from benchmark.config import RunConfig, TrainConfig
-from benchmark.core import preflight
 from benchmark.core.runner import main
-from benchmark.data import mini3d
+from benchmark.data import mini3d, preflight
 from benchmark.infra.errors import ConfigError
 from tests.conftest import tiny_args
 from tests.test_threedie import write_official_tree

@@ -293,7 +293,7 @@ def _run(cfg: RunConfig, out: Path, env: distributed.DistEnv, device: torch.devi
          source_of: Callable[[str], str] | None = None) -> RunOutcome:
     import torch
 
-    from benchmark.core import preflight
+    from benchmark.data import preflight
     from benchmark.data.base import available_cpus, loader_workers
     from benchmark.infra import distributed
 

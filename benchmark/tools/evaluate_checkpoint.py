@@ -23,7 +23,6 @@ from pathlib import Path
 import torch
 
 from benchmark.config import Overrides, RunConfig, layer, layered_overrides, run_dir, stack, to_dict
-from benchmark.core import preflight
 from benchmark.core.registry import DATASETS, dataset_entry, resolve
 from benchmark.core.results import RESULT_FILE, check_result, now, provenance, read_result, write_result
 from benchmark.core.runner import (
@@ -35,6 +34,7 @@ from benchmark.core.runner import (
     RunOutcome,
     pick_device,
 )
+from benchmark.data import preflight
 from benchmark.data.base import available_cpus, loader_workers
 from benchmark.infra import yamlio
 from benchmark.infra.errors import ConfigError, SeqbenchError, user_message
