@@ -27,11 +27,16 @@ from benchmark.config import AugConfig, SaccadeConfig, from_dict, merge, parse_s
 from benchmark.data.augment import AugmentedSequences
 from benchmark.data.base import collate, to_batch
 from benchmark.data.saccades import SaccadeSequences
+from benchmark.probes.context import ContextReader, InContext
+from benchmark.probes.metrics import r2_global, r2_uniform
 from benchmark.registry import dataset_entry, resolve
 from benchmark.run import main
 from benchmark.train import EpochSampler
 from methods.contract import Batch, DataSpec
 from tests.conftest import TINY_SETS, tiny_args
+from tests.fixtures.upstream.contextssl.eval_context import context_past as upstream_context_past
+from tests.fixtures.upstream.contextssl.eval_context import query_outputs as upstream_query_outputs
+from tests.fixtures.upstream.contextssl.eval_context import r2_score as upstream_r2_score
 from tests.fixtures.upstream.contextssl.main_step import nt_xent as upstream_nt_xent
 from tests.fixtures.upstream.contextssl.main_step import train_step as upstream_train_step
 from tests.fixtures.upstream.contextssl.models import BranchNetwork
@@ -441,3 +446,93 @@ def test_cli_colour_environment_on_rotation_actions_is_a_config_error(tmp_path, 
     assert main(tiny_args(tmp_path, **{"model.n_embd": 64, "model.env_ratio": "[0.5,0.5,0]"})
                 + ["--method", "contextssl"]) == 2
     assert "latent_type=rotcolor" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- the context representation vs upstream's evaluation
+
+def upstream_context(m: ContextSSL, views: torch.Tensor, actions: torch.Tensor, mode: str, c: int,
+                     x: torch.Tensor, xv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``eval_equivariance.py`` on our weights: the cache of ``c`` pairs of ``views`` (P, 2, ...) in ``mode``, then
+    the heads' inputs for the test pairs (x, xv) -> (feature, embd_zplus), each (B, 2 * D)."""
+    up, _ = upstream_copy(m)
+    up.eval()
+    cache_x = views.flatten(0, 1)  # _create_cache: interleaved (x_k, x+_k)
+    past = upstream_context_past(up, cache_x, actions, mode, 2 * c, x.shape[0])
+    return upstream_query_outputs(up, x, xv, torch.zeros(x.shape[0], 6), past)
+
+
+def context_pairs_batch(p: int, b: int, seed: int = 20) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    # Large actions: at GPT-2 init the outputs depend on the tokens' action part only weakly.
+    return (torch.randn(p, 2, 3, 32, 32, generator=g), 10 * torch.randn(p, 6, generator=g),
+            torch.randn(b, 2, 3, 32, 32, generator=g))
+
+
+@pytest.mark.parametrize("env,c", [("rot", 3), ("rot", 0), ("color", 4), ("rot", 1)])
+def test_context_representation_matches_upstream_eval(env, c):
+    """Our query outputs after a context of c pairs = upstream's ``forward_eval_rplus`` with the KV cache of
+    ``eval_equivariance.py`` (block of 4 pairs: c = 3 is padded upstream, c = 4 fills it, c = 0 has no past),
+    normalised and paired as its heads read them; the encoder half equals ``feature``."""
+    m = build().eval()
+    m.context_env = env  # the environment whose part of r the context keeps (ours: "rot", the paper row)
+    views, actions, test = context_pairs_batch(4, 5)
+    with torch.no_grad():
+        ours = m.encode_context(test, m.make_context(views[:c], actions[:c]))
+        feature, zplus = upstream_context(m, views, actions, env, c, test[:, 0], test[:, 1])
+        assert torch.allclose(m.encode(test)["encoder"].flatten(1), feature, atol=1e-5)
+    assert ours.shape == (5, 2, m.dim)
+    assert relative_error(F.normalize(ours, dim=-1).flatten(1), zplus) < 1e-5
+    # The comparison is sensitive: another context length, or the other environment, does not match.
+    with torch.no_grad():
+        d = c - 1 if c == len(views) else c + 1
+        other = m.encode_context(test, m.make_context(views[:d], actions[:d]))
+        m.context_env = "color" if env == "rot" else "rot"
+        swapped = m.encode_context(test, m.make_context(views[:c], actions[:c]))
+    assert relative_error(F.normalize(other, dim=-1).flatten(1), zplus) > 1e-3
+    if c:
+        assert relative_error(F.normalize(swapped, dim=-1).flatten(1), zplus) > 1e-3
+
+
+def test_context_queries_are_read_one_at_a_time():
+    """Each view is its own query: its output does not depend on the other views of the batch (one pass holds
+    them all), only on the context; the context's actions matter in its environment's part only."""
+    m = build().eval()
+    views, actions, test = context_pairs_batch(3, 4, seed=21)
+    with torch.no_grad():
+        ctx = m.make_context(views, actions)
+        all_at_once = m.encode_context(test, ctx)
+        one_by_one = torch.cat([m.encode_context(test[i:i + 1, j:j + 1], ctx) for i in range(4) for j in range(2)])
+        assert torch.allclose(all_at_once.flatten(0, 1), one_by_one.flatten(0, 1), atol=1e-5)
+        colour = actions.clone()
+        colour[:, 4:] += 1.0
+        assert torch.allclose(m.encode_context(test, m.make_context(views, colour)), all_at_once, atol=1e-6)
+        rotation = actions.clone()
+        rotation[:, :4] += 1.0
+        assert not torch.allclose(m.encode_context(test, m.make_context(views, rotation)), all_at_once, atol=1e-4)
+    with pytest.raises(ValueError, match="a context is"):
+        m.make_context(views, actions[:, :4])
+
+
+def test_context_length_is_the_training_context_less_the_query_pair():
+    """Upstream trains on 128-token blocks and reads its rows at ``eval_ctxt`` 126 tokens = 63 pairs."""
+    m = ContextSSL(ContextSSLConfig(n_embd=32), SPEC6)
+    assert m.eval_context_pairs(512) == 63  # the README command: batch 512, block_size 128
+    assert m.eval_context_pairs(32) == 31  # the mini presets: one 32-pair context per batch
+    assert build(context_pairs=4).eval_context_pairs(512) == 3 and build(context_pairs=1).eval_context_pairs(8) == 0
+    assert isinstance(m, InContext) and not isinstance(ContextReader(m, None), InContext)
+
+
+def test_global_r2_is_upstreams_r2_score_and_differs_from_per_dimension():
+    """Known answers: 1 for an exact prediction; a hand computation; upstream's ``utils.r2_score`` on the same
+    predictions; and a crafted target whose dimensions differ in scale, where the two definitions disagree."""
+    target = torch.tensor([[0.0, 10.0], [1.0, 12.0], [2.0, 14.0]])
+    pred = torch.tensor([[0.5, 10.0], [1.0, 12.0], [1.5, 14.0]])
+    assert r2_global(target, target) == 1.0 and r2_uniform(target, target) == 1.0
+    # global: one mean (6.5) over all six entries; SS_tot = 6.5^2+5.5^2+4.5^2+3.5^2+5.5^2+7.5^2 = 191.5, SS_res 0.5
+    assert r2_global(pred, target) == pytest.approx(1 - 0.5 / 191.5, abs=1e-12)
+    # per dimension: dim 0 1 - 0.5 / 2 = 0.75, dim 1 exact = 1 -> mean 0.875
+    assert r2_uniform(pred, target) == pytest.approx(0.875, abs=1e-12)
+    g = torch.Generator().manual_seed(22)
+    y, p = torch.randn(50, 4, generator=g), torch.randn(50, 4, generator=g)
+    assert r2_global(p, y) == pytest.approx(float(upstream_r2_score(p, y)), rel=1e-5)
+    assert r2_global(pred, target) == pytest.approx(float(upstream_r2_score(pred, target)), rel=1e-6)
