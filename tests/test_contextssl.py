@@ -3,7 +3,9 @@
 The reference is ``Sharut/In-Context-Symmetries`` itself (MIT): ``tests/fixtures/upstream/contextssl`` holds
 its ``gptmodel.py`` and ``models.py`` (``.cuda()`` replaced) and ``main.py``'s ``nt_xent`` and training-step
 body. Our weights are copied into the authors' ``BranchNetwork``; with the same batch, environment and
-RNG state (the context masks are ``torch.rand`` draws) the loss and every gradient must agree.
+RNG state (the context masks are ``torch.rand`` draws) the loss and every gradient must agree. The context
+representation (benchmark/probes/context.py) is compared with ``eval_equivariance.py``'s KV-cache evaluation and
+``utils.r2_score`` (``eval_context.py``), and its probes are checked on known answers.
 """
 
 from __future__ import annotations
@@ -23,16 +25,28 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from baselines.contextssl import ContextSSL, ContextSSLConfig, contextssl_nt_xent
-from benchmark.config import AugConfig, SaccadeConfig, from_dict, merge, parse_set
+from benchmark.config import (
+    AugConfig,
+    DataConfig,
+    ProbeConfig,
+    RunConfig,
+    SaccadeConfig,
+    TrainConfig,
+    from_dict,
+    merge,
+    parse_set,
+)
 from benchmark.data.augment import AugmentedSequences
-from benchmark.data.base import collate, to_batch
+from benchmark.data.base import SequenceDataset, collate, to_batch
+from benchmark.data.rotations import pair_targets, probe_targets, relative_actions
 from benchmark.data.saccades import SaccadeSequences
-from benchmark.probes.context import ContextReader, InContext
+from benchmark.data.threedie import ThreeDIEBench
+from benchmark.probes.context import ContextReader, InContext, context_len, context_probes
 from benchmark.probes.metrics import r2_global, r2_uniform
 from benchmark.registry import dataset_entry, resolve
 from benchmark.run import main
 from benchmark.train import EpochSampler
-from methods.contract import Batch, DataSpec
+from methods.contract import Batch, DataSpec, Method
 from tests.conftest import TINY_SETS, tiny_args
 from tests.fixtures.upstream.contextssl.eval_context import context_past as upstream_context_past
 from tests.fixtures.upstream.contextssl.eval_context import query_outputs as upstream_query_outputs
@@ -435,8 +449,14 @@ def test_cli_upstream_preset_trains_on_the_mini(tmp_path):
     assert record["method"] == "contextssl"
     assert record["config"]["data"]["latent_type"] == "rotcolor"
     assert record["config"]["model"]["aux_target"] == "absolute" and record["config"]["model"]["context_pairs"] == 64
-    for k in ("top1", "rotation_r2", "color_r2"):
-        assert isinstance(record["metrics"][k], float) and math.isfinite(record["metrics"][k]), k
+    metrics = record["metrics"]
+    for k in ("top1", "rotation_r2", "color_r2"):  # the encoder rows stay
+        assert isinstance(metrics[k], float) and math.isfinite(metrics[k]), k
+    # The context representation, read after min(64, batch 4) - 1 = 3 pairs of the rotation environment.
+    assert metrics["context_len"] == 3 and metrics["context_env"] == "rot"
+    for k in ("context_top1", "context_rotation_r2", "context_color_r2", "context_rotation_r2_per_dim",
+              "context_color_r2_per_dim"):
+        assert isinstance(metrics[k], float) and math.isfinite(metrics[k]), k
     logs = [json.loads(line) for line in (path.parent / "log.jsonl").read_text().splitlines()]
     assert logs and all(entry["context_pairs"] == 4 for entry in logs)  # tiny_args: batch 4 < 64
     assert {entry["env"] for entry in logs} <= {0.0, 1.0}
@@ -536,3 +556,115 @@ def test_global_r2_is_upstreams_r2_score_and_differs_from_per_dimension():
     y, p = torch.randn(50, 4, generator=g), torch.randn(50, 4, generator=g)
     assert r2_global(p, y) == pytest.approx(float(upstream_r2_score(p, y)), rel=1e-5)
     assert r2_global(pred, target) == pytest.approx(float(upstream_r2_score(pred, target)), rel=1e-6)
+
+
+# ---------------------------------------------------------------- the context probes (benchmark/probes/context.py)
+
+class HueBank(SequenceDataset):
+    """An in-memory view bank with 3DIEBench latents and targets. A view's "image" (7, 1, 1) holds
+    [h_f, sqrt(1 - h_f^2), h_s, sqrt(1 - h_s^2), 3 onehot(label)] of its floor / spot hues h_f, h_s: unit-free
+    features of constant norm, linear in the hues (the colour probe's known answer: R^2 ~ 1)."""
+
+    num_classes, action_dim, views_per_object = 3, 6, 5
+    probe_targets = ThreeDIEBench.probe_targets
+    view_bank = True
+
+    def __init__(self, n: int, seed: int, hues: bool = True, num_views: int = 2) -> None:
+        super().__init__(num_views, seed, fixed=True)
+        rng = np.random.default_rng(seed)
+        self.lat = np.concatenate([rng.uniform(-1.5, 1.5, (n, 5, 3)), rng.uniform(0, 1, (n, 5, 4))], axis=2)
+        if not hues:  # the pose-only mini: one scene for every view
+            self.lat[:, :, 3:] = 0.3
+        self.labels = rng.integers(0, 3, n)
+
+    def num_items(self) -> int:
+        return len(self.labels)
+
+    def image(self, lat: np.ndarray, label: int) -> torch.Tensor:
+        h = lat[:, [3, 6]]
+        feats = np.concatenate([h[:, :1], np.sqrt(1 - h[:, :1] ** 2), h[:, 1:], np.sqrt(1 - h[:, 1:] ** 2),
+                                3 * np.eye(3)[[label] * len(lat)]], axis=1)
+        return torch.from_numpy(feats).float()[:, :, None, None]
+
+    def item(self, index: int, rng: np.random.Generator) -> dict:
+        lat = self.lat[index, rng.choice(5, self.num_views, replace=False)]
+        return {"views": self.image(lat, int(self.labels[index])),
+                "actions": torch.from_numpy(relative_actions(lat, "rotcolor")), "label": int(self.labels[index]),
+                "targets": {k: torch.from_numpy(v) for k, v in probe_targets(lat).items()},
+                "latents": torch.from_numpy(lat)}
+
+    def bank_targets(self, first: np.ndarray, second: np.ndarray) -> dict[str, np.ndarray]:
+        return pair_targets(first, second)
+
+
+class PixelContext(Method):
+    """A method whose context representation is its views' pixels; it records the contexts it is given."""
+
+    name, Config, headline = "pixels", ContextSSLConfig, {"top1": "encoder"}
+    context_env, context_dim = "rot", 7
+
+    def __init__(self) -> None:
+        super().__init__(ContextSSLConfig(), DataSpec(1, 6, 3, channels=7))
+        self.contexts: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def eval_context_pairs(self, train_batch_size: int) -> int:
+        return train_batch_size - 1
+
+    def make_context(self, views: torch.Tensor, actions: torch.Tensor) -> int:
+        self.contexts.append((views, actions))
+        return len(self.contexts)
+
+    def encode_context(self, views: torch.Tensor, context: int) -> torch.Tensor:
+        assert context == len(self.contexts)
+        return views.flatten(2)
+
+
+def probe_cfg(protocol: str, batch_size: int = 8) -> RunConfig:
+    return RunConfig(method="contextssl", train=TrainConfig(batch_size=batch_size, progress=False),
+                     data=DataConfig(num_workers=0),
+                     probe=ProbeConfig(epochs=100, batch_size=128, lr=3e-2, hidden=16, bank_draws=4, bank_views=0,
+                                       view_protocol=protocol))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("protocol", ["bank", "samples"])
+def test_context_probes_known_answers(protocol):
+    """Features linear in the hues (constant norm) and the label: colour R^2 ~ 1 in both definitions, top-1 100;
+    the context holds c = eval_context_pairs(train batch) pairs of distinct training objects with their actions."""
+    m = PixelContext()
+    tr, va = HueBank(160, 0), HueBank(40, 1)
+    tr.repeats = va.repeats = 4  # as evaluate() sets probe.train_samples / val_samples (the samples protocol's)
+    out = context_probes(m, probe_cfg(protocol), tr, va, torch.device("cpu"))
+    assert out["context_len"] == 7 and out["context_env"] == "rot"
+    assert out["context_top1"] == 100.0
+    assert out["context_color_r2"] > 0.98 and out["context_color_r2_per_dim"] > 0.98
+    assert set(out) == {"context_len", "context_env", "context_protocol", "context_top1"} | {
+        f"context_{t}_r2{d}" for t in ("rotation", "color", "indiv_rotation") for d in ("", "_per_dim")}
+    # Hues say nothing about the pose: per dimension R^2 ~ 0. The global definition (one mean over all entries)
+    # still credits the head for each quaternion component's own mean (w's is far from x, y, z's): it is the
+    # key without suffix, as upstream's r2_score.
+    assert out["context_rotation_r2_per_dim"] < 0.05 and out["context_indiv_rotation_r2_per_dim"] < 0.05
+    assert out["context_rotation_r2"] > out["context_rotation_r2_per_dim"] + 0.1
+    (views, actions), = m.contexts
+    assert views.shape == (7, 2, 7, 1, 1) and actions.shape == (7, 6)
+    hues = views[:, :, [0, 2], 0, 0]
+    assert len({tuple(h.tolist()) for h in hues[:, 0]}) == 7  # distinct objects (their first views differ)
+    assert torch.allclose(actions[:, 4:], hues[:, 1] - hues[:, 0], atol=1e-6)  # each pair's own action x -> x+
+    # Bounded by the training objects: a batch of 512 over 160 objects reads 160 pairs.
+    assert context_len(m, probe_cfg(protocol, 512), tr) == 160
+
+
+def test_context_probes_leave_out_a_target_that_never_varies_and_methods_without_a_context():
+    """The pose-only mini has one colour scene: the colour target is constant, so it has no context R^2 keys."""
+    out = context_probes(PixelContext(), probe_cfg("bank"), HueBank(40, 0, hues=False), HueBank(10, 1, hues=False),
+                         torch.device("cpu"))
+    assert "context_rotation_r2" in out and "context_indiv_rotation_r2_per_dim" in out
+    assert not any("color" in k for k in out)
+    assert context_probes(TinyEncoderOnly(), probe_cfg("bank"), HueBank(40, 0), HueBank(10, 1),
+                          torch.device("cpu")) == {}
+
+
+class TinyEncoderOnly(Method):
+    name, Config, headline = "encoder-only", ContextSSLConfig, {"top1": "encoder"}
+
+    def __init__(self) -> None:
+        super().__init__(ContextSSLConfig(), DataSpec(1, 6, 3, channels=7))
