@@ -32,7 +32,9 @@ from benchmark.config import (
     RunConfig,
     SaccadeConfig,
     TrainConfig,
+    config_hash,
     from_dict,
+    load_yaml,
     merge,
     parse_set,
 )
@@ -45,6 +47,7 @@ from benchmark.probes.context import ContextReader, InContext, context_len, cont
 from benchmark.probes.metrics import r2_global, r2_uniform
 from benchmark.registry import dataset_entry, resolve
 from benchmark.run import main
+from benchmark.sweeps import SWEEPS, contextssl_environment
 from benchmark.train import EpochSampler
 from methods.contract import Batch, DataSpec, Method
 from tests.conftest import TINY_SETS, tiny_args
@@ -668,3 +671,39 @@ class TinyEncoderOnly(Method):
 
     def __init__(self) -> None:
         super().__init__(ContextSSLConfig(), DataSpec(1, 6, 3, channels=7))
+
+
+# ---------------------------------------------------------------- sweeps: the environments ContextSSL trains in
+
+def sweep_contextssl(name: str) -> list[tuple[RunConfig, ContextSSL]]:
+    """Every ContextSSL run of sweep ``name`` resolved, and the method it builds (transformer shrunk to 32)."""
+    sweep = SWEEPS[name]
+    out = []
+    for i, run in enumerate(sweep.runs):
+        if run["method"] == "contextssl":
+            cfg = sweep.config(i)
+            spec = dataset_entry(cfg.dataset).spec(cfg)
+            out.append((cfg, ContextSSL(from_dict(ContextSSLConfig, {**cfg.model, "n_embd": 32}), spec)))
+    return out
+
+
+def test_sweeps_train_contextssl_with_upstreams_environments_on_3diebench():
+    """paper-3diebench: the upstream preset (rotation and colour actions, rot / colour environments 0.5 / 0.5),
+    one pair per object (L1, as the other pair methods); the pose-only mini: the rotation environment only."""
+    runs = sweep_contextssl("paper-3diebench")
+    assert len(runs) == 3
+    for cfg, m in runs:
+        assert cfg.dataset == "3diebench" and cfg.data.latent_type == "rotcolor" and cfg.data.seq_len == 1
+        assert m.spec.action_dim == 6 and m.env_ratio == (0.5, 0.5, 0.0)
+        assert cfg.model["context_pairs"] == 64 and cfg.model["aux_target"] == "absolute"
+    preset = resolve(merge(load_yaml(PRESET), {"dataset": "3diebench", "data": {"seq_len": 1}}))
+    assert config_hash(preset) == config_hash(dataclasses.replace(runs[0][0], sweep=None))
+    for name in ("pattern", "pattern-gpu"):
+        runs = sweep_contextssl(name)
+        assert len(runs) == 2
+        for cfg, m in runs:
+            assert cfg.data.mini.variant == "pose-only" and cfg.data.latent_type == "rot"
+            assert m.spec.action_dim == 4 and m.env_ratio == (1.0, 0.0, 0.0)
+            assert {m.sample_env() for _ in range(20)} == {"rot"}
+    # Any other regime (views whose colours vary) gets the upstream preset.
+    assert contextssl_environment({"data.mini.variant": "3diebench"})["data.latent_type"] == "rotcolor"
