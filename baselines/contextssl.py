@@ -30,6 +30,11 @@ parameters of pair k's second view (``Batch.latents[:, 1]``): on 3DIEBench its q
 tokens of a pair regress the same target. The rotation part is the first min(4, A) dims, the colour part
 the rest (image datasets: the crop box / fixation, then the other augmentation parameters).
 
+Evaluation: the probes read the encoder (``encoder``, the headline rows) and, as upstream's
+``eval_equivariance.py`` does, the transformer output for a query token [f(v); 0] after a cached context of c
+pairs of different objects in the rotation environment (:meth:`make_context`, :meth:`encode_context`; the
+``context_*`` keys of benchmark/probes/context.py), c = min(context_pairs, B) - 1 (upstream: 126 tokens).
+
 ``aux_target="relative"`` (opt-in, not upstream) instead regresses the relative action r_k from
 [n(f(x_k)), n(out(x+_k))] (``rel_aug_predictor`` shape, defined but unused upstream). That supervises
 the encoder on the relative-transformation task the R^2 probes score (recorded in result.json's config).
