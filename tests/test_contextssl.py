@@ -707,3 +707,21 @@ def test_sweeps_train_contextssl_with_upstreams_environments_on_3diebench():
             assert {m.sample_env() for _ in range(20)} == {"rot"}
     # Any other regime (views whose colours vary) gets the upstream preset.
     assert contextssl_environment({"data.mini.variant": "3diebench"})["data.latent_type"] == "rotcolor"
+
+
+def test_context_probes_on_the_pose_only_mini_have_no_colour_keys():
+    """The real pose-only mini (its colour actions and targets are all zero): ContextSSL trained in the rotation
+    environment gets context R^2 keys for the rotations only; the context is its rotation actions."""
+    sets = {**TINY_SETS, "data.image_size": 32, "data.mini.variant": "pose-only", "train.batch_size": 6}
+    cfg = resolve(merge(nest(sets), {"method": "contextssl", "dataset": "3diebench-mini"}))
+    entry = dataset_entry(cfg.dataset)
+    tr, va = entry.build(cfg, "train", 2, True), entry.build(cfg, "val", 2, True)
+    torch.manual_seed(0)
+    m = ContextSSL(ContextSSLConfig(n_embd=32, context_pairs=64), entry.spec(cfg))
+    seen = []
+    make = m.make_context
+    m.make_context = lambda views, actions: seen.append(actions) or make(views, actions)  # type: ignore[method-assign]
+    out = context_probes(m, cfg, tr, va, torch.device("cpu"))
+    assert out["context_len"] == 5 and seen[0].shape == (5, 4) and seen[0].abs().sum() > 0
+    assert {"context_rotation_r2", "context_rotation_r2_per_dim", "context_indiv_rotation_r2"} <= set(out)
+    assert not any("color" in k for k in out)
