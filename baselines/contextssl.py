@@ -30,6 +30,11 @@ parameters of pair k's second view (``Batch.latents[:, 1]``): on 3DIEBench its q
 tokens of a pair regress the same target. The rotation part is the first min(4, A) dims, the colour part
 the rest (image datasets: the crop box / fixation, then the other augmentation parameters).
 
+Evaluation: the probes read the encoder (``encoder``, the headline rows) and, as upstream's
+``eval_equivariance.py`` does, the transformer output for a query token [f(v); 0] after a cached context of c
+pairs of different objects in the rotation environment (:meth:`make_context`, :meth:`encode_context`; the
+``context_*`` keys of benchmark/probes/context.py), c = min(context_pairs, B) - 1 (upstream: 126 tokens).
+
 ``aux_target="relative"`` (opt-in, not upstream) instead regresses the relative action r_k from
 [n(f(x_k)), n(out(x+_k))] (``rel_aug_predictor`` shape, defined but unused upstream). That supervises
 the encoder on the relative-transformation task the R^2 probes score (recorded in result.json's config).
@@ -49,6 +54,7 @@ from methods.components import BackboneName, build_backbone, check_actions, enco
 from methods.contract import Batch, DataSpec, Method, Representation, StepOutput
 
 ENVS = ("rot", "color", "rotcolor")  # upstream env_ratio order
+KV = tuple[Tensor, Tensor]  # one block's cached keys and values, (N, heads, T, width / heads) each
 ROT_DIMS = 4  # quaternion first, as in benchmark/data/rotations.py and upstream's r
 
 
@@ -136,12 +142,33 @@ class _Block(nn.Module):
         self.drop = nn.Dropout(dropout)
 
     def forward(self, x: Tensor, mask: Tensor) -> Tensor:
+        return self.forward_kv(x, mask)[0]
+
+    def forward_kv(self, x: Tensor, mask: Tensor) -> tuple[Tensor, KV]:
+        """(N, T, C) -> the block's output and its keys and values (N, heads, T, C / heads)."""
         b, t, c = x.shape
         q, k, v = (u.view(b, t, self.heads, c // self.heads).transpose(1, 2)
                    for u in self.c_attn(self.ln_1(x)).split(c, dim=2))
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0)
+        return self._residual(x, y), (k, v)
+
+    def _residual(self, x: Tensor, y: Tensor) -> Tensor:
+        b, t, c = x.shape
         x = x + self.drop(self.c_proj(y.transpose(1, 2).reshape(b, t, c)))
         return x + self.drop(self.mlp_proj(F.gelu(self.c_fc(self.ln_2(x)))))
+
+    def after(self, x: Tensor, past: KV) -> Tensor:
+        """Q independent one-token queries x (1, Q, C), each attending to the cached context ``past`` (keys and
+        values (1, heads, T, C / heads)) and to itself only: upstream's KV-cache inference (``layer_past``,
+        an all-ones mask over the past and the query), for Q queries in one pass."""
+        _, n, c = x.shape
+        q, k, v = (u.view(1, n, self.heads, c // self.heads).transpose(1, 2)
+                   for u in self.c_attn(self.ln_1(x)).split(c, dim=2))
+        t = past[0].shape[2]
+        mask = torch.cat([torch.ones(n, t, dtype=torch.bool, device=x.device),
+                          torch.eye(n, dtype=torch.bool, device=x.device)], dim=1)
+        y = F.scaled_dot_product_attention(q, torch.cat([past[0], k], 2), torch.cat([past[1], v], 2), attn_mask=mask)
+        return self._residual(x, y)
 
 
 class ContextTransformer(nn.Module):
@@ -175,6 +202,29 @@ class ContextTransformer(nn.Module):
                 if random_mask else base
             x = blk(x, mask)
         return self.read_out(self.ln_f(x))
+
+    def context_cache(self, tokens: Tensor) -> list[KV]:
+        """(T, in_dim) context tokens -> every block's keys and values over them (pair-causal mask, no random
+        mask: eval), upstream's ``model(curr_x, curr_r, return_cache=True)``. T = 0 gives empty caches."""
+        x = self.read_in(tokens).unsqueeze(0)
+        if tokens.shape[0] == 0:
+            h = self.blocks[0].heads
+            empty = x.new_zeros(1, h, 0, x.shape[-1] // h)
+            return [(empty, empty) for _ in self.blocks]
+        base = pair_causal_mask(tokens.shape[0], tokens.device)
+        cache = []
+        for blk in self.blocks:
+            x, kv = blk.forward_kv(x, base)
+            cache.append(kv)
+        return cache
+
+    def after_context(self, queries: Tensor, cache: list[KV]) -> Tensor:
+        """(Q, in_dim) query tokens, each read after the cached context alone -> (Q, out_dim)
+        (``BranchNetwork.forward_eval_rplus``: ``GPT.forward(..., inference=True)`` with the past)."""
+        x = self.read_in(queries).unsqueeze(0)
+        for blk, past in zip(self.blocks, cache, strict=True):
+            x = blk.after(x, past)
+        return self.read_out(self.ln_f(x)).squeeze(0)
 
     def over_batch(self, tokens: Tensor, block: int, random_mask: bool) -> Tensor:
         """(2B, in_dim) interleaved pair tokens -> (2B, out_dim), contexts of ``block`` consecutive tokens.
@@ -267,19 +317,22 @@ class ContextSSL(Method):
         """Pairs per context for a (per-rank) batch of ``batch_size`` objects: min(model.context_pairs, B)."""
         return min(self.cfg.context_pairs, batch_size)
 
-    def contextualise(self, z: Tensor, action: Tensor, env: str) -> Tensor:
-        """Encodings (B, 2, D) of (x, x+), actions (B, A) -> transformer outputs (B, 2, D).
+    def pair_tokens(self, z: Tensor, action: Tensor, env: str) -> Tensor:
+        """Encodings (B, 2, D) of (x, x+), actions (B, A) -> tokens (B, 2, D + A) (``GPT._combine``).
 
-        Token 2k is [f(x_k); r_k] with the inactive environment's part of r_k zeroed, token 2k+1 is
-        [f(x+_k); 0] (``GPT._combine``); contexts are consecutive chunks of :meth:`context_pairs` pairs.
+        Token 2k is [f(x_k); r_k] with the inactive environment's part of r_k zeroed, token 2k+1 is [f(x+_k); 0].
         """
-        b = z.shape[0]
         act_in = torch.zeros_like(action)
         for part in self.parts(env):
             act_in[:, part] = action[:, part]
-        tokens = torch.stack([torch.cat([z[:, 0], act_in], -1), torch.cat([z[:, 1], torch.zeros_like(action)], -1)], 1)
-        out = self.context_model.over_batch(tokens.flatten(0, 1), 2 * self.context_pairs(b),
-                                            self.training and self.cfg.random_mask)
+        return torch.stack([torch.cat([z[:, 0], act_in], -1), torch.cat([z[:, 1], torch.zeros_like(action)], -1)], 1)
+
+    def contextualise(self, z: Tensor, action: Tensor, env: str) -> Tensor:
+        """Encodings (B, 2, D) of (x, x+), actions (B, A) -> transformer outputs (B, 2, D) of the
+        :meth:`pair_tokens`, in contexts of :meth:`context_pairs` consecutive pairs."""
+        b = z.shape[0]
+        out = self.context_model.over_batch(self.pair_tokens(z, action, env).flatten(0, 1),
+                                            2 * self.context_pairs(b), self.training and self.cfg.random_mask)
         return out.view(b, 2, -1)
 
     def loss_in_env(self, batch: Batch, env: str) -> StepOutput:
@@ -312,3 +365,36 @@ class ContextSSL(Method):
     @torch.no_grad()
     def encode(self, views: Tensor, actions: Tensor | None = None) -> dict[str, Tensor]:
         return {"encoder": encode_views(self.encoder, views)}
+
+    # ---- the context representation (benchmark/probes/context.py ``InContext``): the transformer output for a
+    # query view after a context of c (x, x+) pairs, as upstream's eval_equivariance.py / linear_probe.py read it.
+    context_env = "rot"  # the paper's headline row (Figure 3, "ContextSSL, rot. context": 0.744 / 0.023 / 80.4)
+
+    @property
+    def context_dim(self) -> int:
+        return self.dim
+
+    def eval_context_pairs(self, train_batch_size: int) -> int:
+        """c: the longest training context less the query's own pair, min(context_pairs, B) - 1 for a training
+        batch of B objects (upstream: block_size 128 tokens, read at ``eval_ctxt`` 126 tokens = 63 pairs)."""
+        return self.context_pairs(train_batch_size) - 1
+
+    @torch.no_grad()
+    def make_context(self, views: Tensor, actions: Tensor) -> list[KV]:
+        """c (x, x+) pairs: views (c, 2, C, H, W), actions x -> x+ (c, A) -> the transformer's keys and values
+        over their 2c tokens in environment :attr:`context_env` (upstream ``_create_cache`` pairs of different
+        objects, ``cache_r_input`` zeroed outside the mode's part; no random mask)."""
+        c = views.shape[0]
+        if views.ndim != 5 or views.shape[1] != 2 or tuple(actions.shape) != (c, self.spec.action_dim):
+            raise ValueError(f"contextssl: a context is (c, 2, C, H, W) views and (c, {self.spec.action_dim}) "
+                             f"actions, got {tuple(views.shape)} and {tuple(actions.shape)}")
+        z = encode_views(self.encoder, views) if c else views.new_zeros(0, 2, self.dim)
+        return self.context_model.context_cache(self.pair_tokens(z, actions, self.context_env).flatten(0, 1))
+
+    @torch.no_grad()
+    def encode_context(self, views: Tensor, context: list[KV]) -> Tensor:
+        """views (B, V, C, H, W) -> (B, V, D): the output for each view's query token [f(v); 0], read after
+        ``context`` alone (``forward_eval_rplus``: r = 0 for every query, one token each)."""
+        z = encode_views(self.encoder, views)
+        tokens = torch.cat([z, z.new_zeros(*z.shape[:2], self.spec.action_dim)], -1)
+        return self.context_model.after_context(tokens.flatten(0, 1), context).view(*z.shape[:2], -1)

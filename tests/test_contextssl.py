@@ -3,7 +3,9 @@
 The reference is ``Sharut/In-Context-Symmetries`` itself (MIT): ``tests/fixtures/upstream/contextssl`` holds
 its ``gptmodel.py`` and ``models.py`` (``.cuda()`` replaced) and ``main.py``'s ``nt_xent`` and training-step
 body. Our weights are copied into the authors' ``BranchNetwork``; with the same batch, environment and
-RNG state (the context masks are ``torch.rand`` draws) the loss and every gradient must agree.
+RNG state (the context masks are ``torch.rand`` draws) the loss and every gradient must agree. The context
+representation (benchmark/probes/context.py) is compared with ``eval_equivariance.py``'s KV-cache evaluation and
+``utils.r2_score`` (``eval_context.py``), and its probes are checked on known answers.
 """
 
 from __future__ import annotations
@@ -23,15 +25,35 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from baselines.contextssl import ContextSSL, ContextSSLConfig, contextssl_nt_xent
-from benchmark.config import AugConfig, SaccadeConfig, from_dict, merge, parse_set
+from benchmark.config import (
+    AugConfig,
+    DataConfig,
+    ProbeConfig,
+    RunConfig,
+    SaccadeConfig,
+    TrainConfig,
+    config_hash,
+    from_dict,
+    load_yaml,
+    merge,
+    parse_set,
+)
 from benchmark.core.registry import dataset_entry, resolve
 from benchmark.core.runner import main
+from benchmark.core.sweeps import SWEEPS, contextssl_environment
 from benchmark.core.train import EpochSampler
 from benchmark.data.augment import AugmentedSequences
-from benchmark.data.base import collate, to_batch
+from benchmark.data.base import SequenceDataset, collate, to_batch
+from benchmark.data.rotations import pair_targets, probe_targets, relative_actions
 from benchmark.data.saccades import SaccadeSequences
-from methods.contract import Batch, DataSpec
+from benchmark.data.threedie import ThreeDIEBench
+from benchmark.probes.context import ContextReader, InContext, context_len, context_probes
+from benchmark.probes.metrics import r2_global, r2_uniform
+from methods.contract import Batch, DataSpec, Method
 from tests.conftest import TINY_SETS, tiny_args
+from tests.fixtures.upstream.contextssl.eval_context import context_past as upstream_context_past
+from tests.fixtures.upstream.contextssl.eval_context import query_outputs as upstream_query_outputs
+from tests.fixtures.upstream.contextssl.eval_context import r2_score as upstream_r2_score
 from tests.fixtures.upstream.contextssl.main_step import nt_xent as upstream_nt_xent
 from tests.fixtures.upstream.contextssl.main_step import train_step as upstream_train_step
 from tests.fixtures.upstream.contextssl.models import BranchNetwork
@@ -430,8 +452,14 @@ def test_cli_upstream_preset_trains_on_the_mini(tmp_path):
     assert record["method"] == "contextssl"
     assert record["config"]["data"]["latent_type"] == "rotcolor"
     assert record["config"]["model"]["aux_target"] == "absolute" and record["config"]["model"]["context_pairs"] == 64
-    for k in ("top1", "rotation_r2", "color_r2"):
-        assert isinstance(record["metrics"][k], float) and math.isfinite(record["metrics"][k]), k
+    metrics = record["metrics"]
+    for k in ("top1", "rotation_r2", "color_r2"):  # the encoder rows stay
+        assert isinstance(metrics[k], float) and math.isfinite(metrics[k]), k
+    # The context representation, read after min(64, batch 4) - 1 = 3 pairs of the rotation environment.
+    assert metrics["context_len"] == 3 and metrics["context_env"] == "rot"
+    for k in ("context_top1", "context_rotation_r2", "context_color_r2", "context_rotation_r2_per_dim",
+              "context_color_r2_per_dim"):
+        assert isinstance(metrics[k], float) and math.isfinite(metrics[k]), k
     logs = [json.loads(line) for line in (path.parent / "log.jsonl").read_text().splitlines()]
     assert logs and all(entry["context_pairs"] == 4 for entry in logs)  # tiny_args: batch 4 < 64
     assert {entry["env"] for entry in logs} <= {0.0, 1.0}
@@ -441,3 +469,259 @@ def test_cli_colour_environment_on_rotation_actions_is_a_config_error(tmp_path, 
     assert main(tiny_args(tmp_path, **{"model.n_embd": 64, "model.env_ratio": "[0.5,0.5,0]"})
                 + ["--method", "contextssl"]) == 2
     assert "latent_type=rotcolor" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- the context representation vs upstream's evaluation
+
+def upstream_context(m: ContextSSL, views: torch.Tensor, actions: torch.Tensor, mode: str, c: int,
+                     x: torch.Tensor, xv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``eval_equivariance.py`` on our weights: the cache of ``c`` pairs of ``views`` (P, 2, ...) in ``mode``, then
+    the heads' inputs for the test pairs (x, xv) -> (feature, embd_zplus), each (B, 2 * D)."""
+    up, _ = upstream_copy(m)
+    up.eval()
+    cache_x = views.flatten(0, 1)  # _create_cache: interleaved (x_k, x+_k)
+    past = upstream_context_past(up, cache_x, actions, mode, 2 * c, x.shape[0])
+    return upstream_query_outputs(up, x, xv, torch.zeros(x.shape[0], 6), past)
+
+
+def context_pairs_batch(p: int, b: int, seed: int = 20) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    # Large actions: at GPT-2 init the outputs depend on the tokens' action part only weakly.
+    return (torch.randn(p, 2, 3, 32, 32, generator=g), 10 * torch.randn(p, 6, generator=g),
+            torch.randn(b, 2, 3, 32, 32, generator=g))
+
+
+@pytest.mark.parametrize("env,c", [("rot", 3), ("rot", 0), ("color", 4), ("rot", 1)])
+def test_context_representation_matches_upstream_eval(env, c):
+    """Our query outputs after a context of c pairs = upstream's ``forward_eval_rplus`` with the KV cache of
+    ``eval_equivariance.py`` (block of 4 pairs: c = 3 is padded upstream, c = 4 fills it, c = 0 has no past),
+    normalised and paired as its heads read them; the encoder half equals ``feature``."""
+    m = build().eval()
+    m.context_env = env  # the environment whose part of r the context keeps (ours: "rot", the paper row)
+    views, actions, test = context_pairs_batch(4, 5)
+    with torch.no_grad():
+        ours = m.encode_context(test, m.make_context(views[:c], actions[:c]))
+        feature, zplus = upstream_context(m, views, actions, env, c, test[:, 0], test[:, 1])
+        assert torch.allclose(m.encode(test)["encoder"].flatten(1), feature, atol=1e-5)
+    assert ours.shape == (5, 2, m.dim)
+    assert relative_error(F.normalize(ours, dim=-1).flatten(1), zplus) < 1e-5
+    # The comparison is sensitive: another context length, or the other environment, does not match.
+    with torch.no_grad():
+        d = c - 1 if c == len(views) else c + 1
+        other = m.encode_context(test, m.make_context(views[:d], actions[:d]))
+        m.context_env = "color" if env == "rot" else "rot"
+        swapped = m.encode_context(test, m.make_context(views[:c], actions[:c]))
+    assert relative_error(F.normalize(other, dim=-1).flatten(1), zplus) > 1e-3
+    if c:
+        assert relative_error(F.normalize(swapped, dim=-1).flatten(1), zplus) > 1e-3
+
+
+def test_context_queries_are_read_one_at_a_time():
+    """Each view is its own query: its output does not depend on the other views of the batch (one pass holds
+    them all), only on the context; the context's actions matter in its environment's part only."""
+    m = build().eval()
+    views, actions, test = context_pairs_batch(3, 4, seed=21)
+    with torch.no_grad():
+        ctx = m.make_context(views, actions)
+        all_at_once = m.encode_context(test, ctx)
+        one_by_one = torch.cat([m.encode_context(test[i:i + 1, j:j + 1], ctx) for i in range(4) for j in range(2)])
+        assert torch.allclose(all_at_once.flatten(0, 1), one_by_one.flatten(0, 1), atol=1e-5)
+        colour = actions.clone()
+        colour[:, 4:] += 1.0
+        assert torch.allclose(m.encode_context(test, m.make_context(views, colour)), all_at_once, atol=1e-6)
+        rotation = actions.clone()
+        rotation[:, :4] += 1.0
+        assert not torch.allclose(m.encode_context(test, m.make_context(views, rotation)), all_at_once, atol=1e-4)
+    with pytest.raises(ValueError, match="a context is"):
+        m.make_context(views, actions[:, :4])
+
+
+def test_context_length_is_the_training_context_less_the_query_pair():
+    """Upstream trains on 128-token blocks and reads its rows at ``eval_ctxt`` 126 tokens = 63 pairs."""
+    m = ContextSSL(ContextSSLConfig(n_embd=32), SPEC6)
+    assert m.eval_context_pairs(512) == 63  # the README command: batch 512, block_size 128
+    assert m.eval_context_pairs(32) == 31  # the mini presets: one 32-pair context per batch
+    assert build(context_pairs=4).eval_context_pairs(512) == 3 and build(context_pairs=1).eval_context_pairs(8) == 0
+    assert isinstance(m, InContext) and not isinstance(ContextReader(m, None), InContext)
+
+
+def test_global_r2_is_upstreams_r2_score_and_differs_from_per_dimension():
+    """Known answers: 1 for an exact prediction; a hand computation; upstream's ``utils.r2_score`` on the same
+    predictions; and a crafted target whose dimensions differ in scale, where the two definitions disagree."""
+    target = torch.tensor([[0.0, 10.0], [1.0, 12.0], [2.0, 14.0]])
+    pred = torch.tensor([[0.5, 10.0], [1.0, 12.0], [1.5, 14.0]])
+    assert r2_global(target, target) == 1.0 and r2_uniform(target, target) == 1.0
+    # global: one mean (6.5) over all six entries; SS_tot = 6.5^2+5.5^2+4.5^2+3.5^2+5.5^2+7.5^2 = 191.5, SS_res 0.5
+    assert r2_global(pred, target) == pytest.approx(1 - 0.5 / 191.5, abs=1e-12)
+    # per dimension: dim 0 1 - 0.5 / 2 = 0.75, dim 1 exact = 1 -> mean 0.875
+    assert r2_uniform(pred, target) == pytest.approx(0.875, abs=1e-12)
+    g = torch.Generator().manual_seed(22)
+    y, p = torch.randn(50, 4, generator=g), torch.randn(50, 4, generator=g)
+    assert r2_global(p, y) == pytest.approx(float(upstream_r2_score(p, y)), rel=1e-5)
+    assert r2_global(pred, target) == pytest.approx(float(upstream_r2_score(pred, target)), rel=1e-6)
+
+
+# ---------------------------------------------------------------- the context probes (benchmark/probes/context.py)
+
+class HueBank(SequenceDataset):
+    """An in-memory view bank with 3DIEBench latents and targets. A view's "image" (7, 1, 1) holds
+    [h_f, sqrt(1 - h_f^2), h_s, sqrt(1 - h_s^2), 3 onehot(label)] of its floor / spot hues h_f, h_s: unit-free
+    features of constant norm, linear in the hues (the colour probe's known answer: R^2 ~ 1)."""
+
+    num_classes, action_dim, views_per_object = 3, 6, 5
+    probe_targets = ThreeDIEBench.probe_targets
+    view_bank = True
+
+    def __init__(self, n: int, seed: int, hues: bool = True, num_views: int = 2) -> None:
+        super().__init__(num_views, seed, fixed=True)
+        rng = np.random.default_rng(seed)
+        self.lat = np.concatenate([rng.uniform(-1.5, 1.5, (n, 5, 3)), rng.uniform(0, 1, (n, 5, 4))], axis=2)
+        if not hues:  # the pose-only mini: one scene for every view
+            self.lat[:, :, 3:] = 0.3
+        self.labels = rng.integers(0, 3, n)
+
+    def num_items(self) -> int:
+        return len(self.labels)
+
+    def image(self, lat: np.ndarray, label: int) -> torch.Tensor:
+        h = lat[:, [3, 6]]
+        feats = np.concatenate([h[:, :1], np.sqrt(1 - h[:, :1] ** 2), h[:, 1:], np.sqrt(1 - h[:, 1:] ** 2),
+                                3 * np.eye(3)[[label] * len(lat)]], axis=1)
+        return torch.from_numpy(feats).float()[:, :, None, None]
+
+    def item(self, index: int, rng: np.random.Generator) -> dict:
+        lat = self.lat[index, rng.choice(5, self.num_views, replace=False)]
+        return {"views": self.image(lat, int(self.labels[index])),
+                "actions": torch.from_numpy(relative_actions(lat, "rotcolor")), "label": int(self.labels[index]),
+                "targets": {k: torch.from_numpy(v) for k, v in probe_targets(lat).items()},
+                "latents": torch.from_numpy(lat)}
+
+    def bank_targets(self, first: np.ndarray, second: np.ndarray) -> dict[str, np.ndarray]:
+        return pair_targets(first, second)
+
+
+class PixelContext(Method):
+    """A method whose context representation is its views' pixels; it records the contexts it is given."""
+
+    name, Config, headline = "pixels", ContextSSLConfig, {"top1": "encoder"}
+    context_env, context_dim = "rot", 7
+
+    def __init__(self) -> None:
+        super().__init__(ContextSSLConfig(), DataSpec(1, 6, 3, channels=7))
+        self.contexts: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def eval_context_pairs(self, train_batch_size: int) -> int:
+        return train_batch_size - 1
+
+    def make_context(self, views: torch.Tensor, actions: torch.Tensor) -> int:
+        self.contexts.append((views, actions))
+        return len(self.contexts)
+
+    def encode_context(self, views: torch.Tensor, context: int) -> torch.Tensor:
+        assert context == len(self.contexts)
+        return views.flatten(2)
+
+
+def probe_cfg(protocol: str, batch_size: int = 8) -> RunConfig:
+    return RunConfig(method="contextssl", train=TrainConfig(batch_size=batch_size, progress=False),
+                     data=DataConfig(num_workers=0),
+                     probe=ProbeConfig(epochs=100, batch_size=128, lr=3e-2, hidden=16, bank_draws=4, bank_views=0,
+                                       view_protocol=protocol))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("protocol", ["bank", "samples"])
+def test_context_probes_known_answers(protocol):
+    """Features linear in the hues (constant norm) and the label: colour R^2 ~ 1 in both definitions, top-1 100;
+    the context holds c = eval_context_pairs(train batch) pairs of distinct training objects with their actions."""
+    m = PixelContext()
+    tr, va = HueBank(160, 0), HueBank(40, 1)
+    tr.repeats = va.repeats = 4  # as evaluate() sets probe.train_samples / val_samples (the samples protocol's)
+    out = context_probes(m, probe_cfg(protocol), tr, va, torch.device("cpu"))
+    assert out["context_len"] == 7 and out["context_env"] == "rot"
+    assert out["context_top1"] == 100.0
+    assert out["context_color_r2"] > 0.98 and out["context_color_r2_per_dim"] > 0.98
+    assert set(out) == {"context_len", "context_env", "context_protocol", "context_top1"} | {
+        f"context_{t}_r2{d}" for t in ("rotation", "color", "indiv_rotation") for d in ("", "_per_dim")}
+    # Hues say nothing about the pose: per dimension R^2 ~ 0. The global definition (one mean over all entries)
+    # still credits the head for each quaternion component's own mean (w's is far from x, y, z's): it is the
+    # key without suffix, as upstream's r2_score.
+    assert out["context_rotation_r2_per_dim"] < 0.05 and out["context_indiv_rotation_r2_per_dim"] < 0.05
+    assert out["context_rotation_r2"] > out["context_rotation_r2_per_dim"] + 0.1
+    (views, actions), = m.contexts
+    assert views.shape == (7, 2, 7, 1, 1) and actions.shape == (7, 6)
+    hues = views[:, :, [0, 2], 0, 0]
+    assert len({tuple(h.tolist()) for h in hues[:, 0]}) == 7  # distinct objects (their first views differ)
+    assert torch.allclose(actions[:, 4:], hues[:, 1] - hues[:, 0], atol=1e-6)  # each pair's own action x -> x+
+    # Bounded by the training objects: a batch of 512 over 160 objects reads 160 pairs.
+    assert context_len(m, probe_cfg(protocol, 512), tr) == 160
+
+
+def test_context_probes_leave_out_a_target_that_never_varies_and_methods_without_a_context():
+    """The pose-only mini has one colour scene: the colour target is constant, so it has no context R^2 keys."""
+    out = context_probes(PixelContext(), probe_cfg("bank"), HueBank(40, 0, hues=False), HueBank(10, 1, hues=False),
+                         torch.device("cpu"))
+    assert "context_rotation_r2" in out and "context_indiv_rotation_r2_per_dim" in out
+    assert not any("color" in k for k in out)
+    assert context_probes(TinyEncoderOnly(), probe_cfg("bank"), HueBank(40, 0), HueBank(10, 1),
+                          torch.device("cpu")) == {}
+
+
+class TinyEncoderOnly(Method):
+    name, Config, headline = "encoder-only", ContextSSLConfig, {"top1": "encoder"}
+
+    def __init__(self) -> None:
+        super().__init__(ContextSSLConfig(), DataSpec(1, 6, 3, channels=7))
+
+
+# ---------------------------------------------------------------- sweeps: the environments ContextSSL trains in
+
+def sweep_contextssl(name: str) -> list[tuple[RunConfig, ContextSSL]]:
+    """Every ContextSSL run of sweep ``name`` resolved, and the method it builds (transformer shrunk to 32)."""
+    sweep = SWEEPS[name]
+    out = []
+    for i, run in enumerate(sweep.runs):
+        if run["method"] == "contextssl":
+            cfg = sweep.config(i)
+            spec = dataset_entry(cfg.dataset).spec(cfg)
+            out.append((cfg, ContextSSL(from_dict(ContextSSLConfig, {**cfg.model, "n_embd": 32}), spec)))
+    return out
+
+
+def test_sweeps_train_contextssl_with_upstreams_environments_on_3diebench():
+    """paper-3diebench: the upstream preset (rotation and colour actions, rot / colour environments 0.5 / 0.5),
+    one pair per object (L1, as the other pair methods); the pose-only mini: the rotation environment only."""
+    runs = sweep_contextssl("paper-3diebench")
+    assert len(runs) == 3
+    for cfg, m in runs:
+        assert cfg.dataset == "3diebench" and cfg.data.latent_type == "rotcolor" and cfg.data.seq_len == 1
+        assert m.spec.action_dim == 6 and m.env_ratio == (0.5, 0.5, 0.0)
+        assert cfg.model["context_pairs"] == 64 and cfg.model["aux_target"] == "absolute"
+    preset = resolve(merge(load_yaml(PRESET), {"dataset": "3diebench", "data": {"seq_len": 1}}))
+    assert config_hash(preset) == config_hash(dataclasses.replace(runs[0][0], sweep=None))
+    for name in ("pattern", "pattern-gpu"):
+        runs = sweep_contextssl(name)
+        assert len(runs) == 2
+        for cfg, m in runs:
+            assert cfg.data.mini.variant == "pose-only" and cfg.data.latent_type == "rot"
+            assert m.spec.action_dim == 4 and m.env_ratio == (1.0, 0.0, 0.0)
+            assert {m.sample_env() for _ in range(20)} == {"rot"}
+    # Any other regime (views whose colours vary) gets the upstream preset.
+    assert contextssl_environment({"data.mini.variant": "3diebench"})["data.latent_type"] == "rotcolor"
+
+
+def test_context_probes_on_the_pose_only_mini_have_no_colour_keys():
+    """The real pose-only mini (its colour actions and targets are all zero): ContextSSL trained in the rotation
+    environment gets context R^2 keys for the rotations only; the context is its rotation actions."""
+    sets = {**TINY_SETS, "data.image_size": 32, "data.mini.variant": "pose-only", "train.batch_size": 6}
+    cfg = resolve(merge(nest(sets), {"method": "contextssl", "dataset": "3diebench-mini"}))
+    entry = dataset_entry(cfg.dataset)
+    tr, va = entry.build(cfg, "train", 2, True), entry.build(cfg, "val", 2, True)
+    torch.manual_seed(0)
+    m = ContextSSL(ContextSSLConfig(n_embd=32, context_pairs=64), entry.spec(cfg))
+    seen = []
+    make = m.make_context
+    m.make_context = lambda views, actions: seen.append(actions) or make(views, actions)  # type: ignore[method-assign]
+    out = context_probes(m, cfg, tr, va, torch.device("cpu"))
+    assert out["context_len"] == 5 and seen[0].shape == (5, 4) and seen[0].abs().sum() > 0
+    assert {"context_rotation_r2", "context_rotation_r2_per_dim", "context_indiv_rotation_r2"} <= set(out)
+    assert not any("color" in k for k in out)

@@ -234,9 +234,7 @@ def _paper_3diebench() -> Sweep:
     seqjepa = {"method": "seqjepa", "probe.eval_seq_lens": TABLE1_EVAL_LENS}
     runs = product(replicates(3), fixed({"dataset": "3diebench"}), chain(
         product(axis("method", PAIR_BASELINES), fixed({"data.seq_len": 1})),
-        # ContextSSL's context length is its seq_len; the paper's c=126 does not fit in 50 views per
-        # object, so it runs at seq-JEPA's M_tr (slurm/README.md).
-        fixed({"method": "contextssl", "data.seq_len": 3}),
+        fixed({**contextssl_environment({}), "data.seq_len": 1}),
         product(fixed(seqjepa), axis("data.seq_len", [1, 3])),
         fixed({**seqjepa, "model.act_cond": False, "data.seq_len": 3}),
     ))
@@ -271,10 +269,22 @@ PATTERN_METHODS = ("seqjepa", "simclr", "byol", "vicreg", "sie", "equimod", "sen
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
+def contextssl_environment(regime: Run) -> Run:
+    """ContextSSL's run in a sweep whose shared settings are ``regime``: its authors' environments and actions
+    (benchmark/configs/contextssl-upstream.yaml: rotation and colour actions, ``data.latent_type=rotcolor``, the rot
+    and colour environments drawn 0.5 / 0.5 per batch; one (x, x+) pair per object, ``data.seq_len`` unused in
+    training), except on the pose-only mini: its colour never changes, so a colour environment would hold zero
+    actions and a constant auxiliary target; there it trains in the rotation environment only
+    (``data.latent_type=rot``, env_ratio resolves to [1, 0, 0]; docs/baselines.md §3)."""
+    if regime.get("data.mini.variant") == "pose-only":
+        return {"method": "contextssl", "data.latent_type": "rot"}
+    return flatten(load_yaml(CONFIGS / "contextssl-upstream.yaml"))
+
+
 def _pattern(name: str, config: str, description: str) -> Sweep:
     regime = flatten(load_yaml(CONFIGS / config))
     runs = product(replicates(2), fixed(regime), chain(
-        axis("method", PATTERN_METHODS),
+        [contextssl_environment(regime) if m == "contextssl" else {"method": m} for m in PATTERN_METHODS],
         fixed({"method": "seqjepa", "model.act_cond": False}),
         fixed({"method": "seqjepa", "train.epochs": 0}),
     ))

@@ -27,6 +27,7 @@ from benchmark.config import PROBE_PRESETS, ProbeConfig, RunConfig
 from benchmark.data.base import SequenceDataset, collate, loader_workers
 from benchmark.infra.progress import progress as report
 from benchmark.probes import bank
+from benchmark.probes.context import context_probes
 from benchmark.probes.heads import linear_probe, regression_probe
 from benchmark.probes.knn import knn_top1
 from benchmark.probes.path_integration import path_integration
@@ -104,6 +105,8 @@ def evaluate(method: Method, cfg: RunConfig, train_ds: SequenceDataset, val_ds: 
                                             "train_objects": btr.shape[0], "val_objects": bva.shape[0]}
     # Datasets with a path_composition and methods with a sequence representation only (else {}).
     metrics.update(path_integration(method, cfg, train_ds, val_ds, device))
+    # Methods with a context representation only (ContextSSL's transformer output, as its authors probe it).
+    metrics.update(context_probes(method, cfg, train_ds, val_ds, device))
     return metrics
 
 
