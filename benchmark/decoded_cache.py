@@ -15,7 +15,8 @@ from benchmark.config import layer, set_overrides, stack
 from benchmark.data.base import available_cpus, loader_workers
 from benchmark.data.cache import cache_path, inspect
 from benchmark.errors import SeqbenchError, user_message
-from benchmark.registry import dataset_entry, resolve
+from benchmark.registry import dataset_entry
+from benchmark.resolve import resolve
 
 
 def main(argv: list[str] | None = None) -> int:

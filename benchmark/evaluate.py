@@ -29,7 +29,8 @@ from benchmark.data.base import available_cpus, loader_workers
 from benchmark.errors import ConfigError, SeqbenchError, user_message
 from benchmark.fileio import LockHeld, atomic_write_text, exclusive_lock
 from benchmark.probes.evaluate import evaluate
-from benchmark.registry import DATASETS, dataset_entry, resolve
+from benchmark.registry import DATASETS, dataset_entry
+from benchmark.resolve import resolve
 from benchmark.results import RESULT_FILE, check_result, now, provenance, read_result, write_result
 from benchmark.run import CONFIG_FILE, EXIT_CODES, FLAG_NAMES, INVALID_SUFFIX, LOCK_FILE, RunOutcome, pick_device
 from methods.contract import Method

@@ -52,7 +52,8 @@ from benchmark.fileio import (
     file_digest,
     is_disk_full,
 )
-from benchmark.registry import DATASETS, METHODS, build_method, dataset_entry, resolve_with_sources
+from benchmark.registry import DATASETS, METHODS, build_method, dataset_entry
+from benchmark.resolve import resolve_with_sources
 
 if TYPE_CHECKING:
     import torch
@@ -170,7 +171,7 @@ def run_one(cfg: RunConfig, force: bool = False, stop_requested: Callable[[], bo
     and returns status "interrupted" (the same call resumes it). A :class:`StopHook` also stops the
     data setup and the probes at once. ``lock_wait_s``: how long to wait for the run-directory lock
     if another process holds it (status "locked" after that). ``source_of`` (dotted key -> where it was
-    set; ``registry.resolve_with_sources``) lets the data-fit errors name the file or flag to change.
+    set; ``resolve.resolve_with_sources``) lets the data-fit errors name the file or flag to change.
     """
     from benchmark import distributed
     from benchmark.results import RESULT_FILE, check_result

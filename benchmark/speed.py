@@ -37,7 +37,8 @@ from benchmark.distributed import wrap
 from benchmark.errors import SeqbenchError, user_message
 from benchmark.fastpath import FastPaths, all_on, count_host_syncs, keep_host_memory
 from benchmark.fileio import atomic_write_text
-from benchmark.registry import METHODS, build_method, dataset_entry, resolve
+from benchmark.registry import METHODS, build_method, dataset_entry
+from benchmark.resolve import resolve
 from benchmark.run import pick_device
 from benchmark.train import build_optimizer
 from methods.components import resnet18_backbone

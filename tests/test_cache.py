@@ -17,7 +17,8 @@ from benchmark.data import cache as C
 from benchmark.data.base import collate
 from benchmark.data.threedie import ThreeDIEBench
 from benchmark.errors import ConfigError, DataError
-from benchmark.registry import dataset_entry, resolve
+from benchmark.registry import dataset_entry
+from benchmark.resolve import resolve
 from benchmark.run import main as run_main
 from tests.conftest import TINY_SETS, tiny_args
 from tests.test_threedie import write_official_tree

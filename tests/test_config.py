@@ -23,7 +23,7 @@ from benchmark.config import (
     stack,
 )
 from benchmark.errors import ConfigError
-from benchmark.registry import resolve
+from benchmark.resolve import resolve
 
 CONFIGS = Path(__file__).resolve().parent.parent / "benchmark" / "configs"
 

@@ -27,7 +27,8 @@ from benchmark.config import AugConfig, SaccadeConfig, from_dict, merge, parse_s
 from benchmark.data.augment import AugmentedSequences
 from benchmark.data.base import collate, to_batch
 from benchmark.data.saccades import SaccadeSequences
-from benchmark.registry import dataset_entry, resolve
+from benchmark.registry import dataset_entry
+from benchmark.resolve import resolve
 from benchmark.run import main
 from benchmark.train import EpochSampler
 from methods.contract import Batch, DataSpec

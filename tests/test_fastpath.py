@@ -10,7 +10,8 @@ import torch
 
 from benchmark import fastpath
 from benchmark.fastpath import FastPaths, all_on
-from benchmark.registry import METHODS, build_method, resolve
+from benchmark.registry import METHODS, build_method
+from benchmark.resolve import resolve
 from benchmark.speed import fake_batch
 from benchmark.train import build_optimizer
 

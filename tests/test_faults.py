@@ -30,7 +30,8 @@ from benchmark import fileio
 from benchmark.aggregate import aggregate
 from benchmark.config import run_dir, to_dict
 from benchmark.export import main as export_main
-from benchmark.registry import METHODS, build_method, dataset_entry, resolve
+from benchmark.registry import METHODS, build_method, dataset_entry
+from benchmark.resolve import resolve
 from benchmark.run import EXIT_CODES, build_parser, config_from_args, main, run_one
 from benchmark.train import build_optimizer
 from slurm import launch

@@ -24,7 +24,7 @@ from benchmark.probes import knn as knn_mod
 from benchmark.probes.heads import fit_head, make_head
 from benchmark.probes.knn import knn_top1
 from benchmark.progress import Progress, progress
-from benchmark.registry import resolve
+from benchmark.resolve import resolve
 from benchmark.run import main as run_main
 from benchmark.run import run_one
 from tests.conftest import tiny_args

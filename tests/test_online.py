@@ -15,7 +15,8 @@ from benchmark.config import RunConfig
 from benchmark.data.rotations import rotations
 from benchmark.probes import bank
 from benchmark.probes.online import OnlineProbes
-from benchmark.registry import dataset_entry, resolve
+from benchmark.registry import dataset_entry
+from benchmark.resolve import resolve
 from benchmark.run import main as run_main
 from methods.components import cosine_loss
 from methods.contract import Batch, DataSpec

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from benchmark.errors import ConfigError
-from benchmark.registry import resolve
+from benchmark.resolve import resolve
 
 
 def test_per_method_block_applies_to_its_method_only() -> None:

@@ -11,7 +11,7 @@ from benchmark.config import PROBE_PRESETS, ProbeConfig
 from benchmark.errors import ConfigError
 from benchmark.probes.evaluate import probe_record
 from benchmark.probes.heads import fit_head, make_head, make_optimizer
-from benchmark.registry import resolve
+from benchmark.resolve import resolve
 
 
 def test_presets_fill_the_fitting_keys_and_explicit_keys_win() -> None:

@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader, Dataset
 from benchmark import fileio
 from benchmark import train as train_mod
 from benchmark.config import run_dir
-from benchmark.registry import resolve
+from benchmark.resolve import resolve
 from benchmark.run import run_one
 from benchmark.sweeps import flatten, nest
 from slurm.job import RunJob

@@ -339,7 +339,8 @@ def download(name: str, root: str | Path, mirror: str | None = None, keep_archiv
 
 def _check_layout(name: str, data_root: Path) -> None:
     """The launcher's data check on the result: the loader will find what it needs."""
-    from benchmark.registry import DATASETS, resolve
+    from benchmark.registry import DATASETS
+    from benchmark.resolve import resolve
 
     cfg = resolve({"dataset": name, "data": {"root": str(data_root)}})
     try:
