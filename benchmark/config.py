@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import hashlib
 import json
 import re
@@ -227,8 +228,9 @@ def _source(source: Source, key: str) -> str:
     return source(key) if callable(source) else source
 
 
+@functools.cache  # resolving the annotations is most of the time a resolve takes
 def _fields(cls: type) -> dict[str, Any]:
-    """Field name -> resolved annotation of the dataclass ``cls``."""
+    """Field name -> resolved annotation of the dataclass ``cls`` (do not modify)."""
     hints = typing.get_type_hints(cls)
     return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
 
