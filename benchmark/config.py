@@ -1,11 +1,10 @@
-"""Typed, frozen run configuration.
+"""Typed, frozen run configuration: the dataclasses (commented defaults), their parsing from YAML and ``--set``,
+where each setting came from (:class:`Overrides`) and the run identity (:func:`run_dir`).
 
-Resolution order (later wins): dataclass defaults -> the dataset's preset -> ``--config FILE.yaml``
--> CLI flags -> ``--set key=value``. Unknown keys and wrong types are rejected with a message that
-names the key, where it was set (:class:`Overrides`: the file, ``--set KEY=VALUE``, the flag, the
-``per_method`` block) and the valid keys, suggesting the closest. The method's own options live under
-``model`` and are checked against that method's ``Config`` dataclass. Every YAML file and ``--set``
-value is read with YAML 1.2 numbers (``1e-3`` is a float; benchmark/yamlio.py).
+Unknown keys and wrong types are rejected with a message that names the key, where it was set (the file,
+``--set KEY=VALUE``, the flag, the ``per_method`` block) and the closest valid key. Every YAML file and ``--set``
+value is read with YAML 1.2 numbers (``1e-3`` is a float; benchmark/yamlio.py). How presets and user settings
+combine into one RunConfig: benchmark/resolve.py.
 """
 
 from __future__ import annotations
