@@ -2,8 +2,9 @@
 
 Layers, later wins: dataclass defaults, the dataset's preset (benchmark/registry.py), the probe preset's
 values (``probe.preset``, benchmark/config.py PROBE_PRESETS), the user's ``per_method`` block for this
-method, the user's other keys. Errors name where the offending key was set (a config file,
-``--set KEY=VALUE``, a flag, ``per_method block 'X' of FILE``, a preset).
+method, the user's other keys (``--config`` files, then flags, then ``--set``: config.layered_overrides).
+Errors name where the offending key was set (a config file, ``--set KEY=VALUE``, a flag, ``per_method block
+'X' of FILE``, a preset).
 """
 
 from __future__ import annotations
