@@ -1,17 +1,17 @@
-"""Typed, frozen run configuration.
+"""Typed, frozen run configuration: the dataclasses (commented defaults), their parsing from YAML and ``--set``,
+where each setting came from (:class:`Overrides`) and the run identity (:func:`run_dir`).
 
-Resolution order (later wins): dataclass defaults -> the dataset's preset -> ``--config FILE.yaml``
--> CLI flags -> ``--set key=value``. Unknown keys and wrong types are rejected with a message that
-names the key, where it was set (:class:`Overrides`: the file, ``--set KEY=VALUE``, the flag, the
-``per_method`` block) and the valid keys, suggesting the closest. The method's own options live under
-``model`` and are checked against that method's ``Config`` dataclass. Every YAML file and ``--set``
-value is read with YAML 1.2 numbers (``1e-3`` is a float; benchmark/infra/yamlio.py).
+Unknown keys and wrong types are rejected with a message that names the key, where it was set (the file,
+``--set KEY=VALUE``, the flag, the ``per_method`` block) and the closest valid key. Every YAML file and ``--set``
+value is read with YAML 1.2 numbers (``1e-3`` is a float; benchmark/infra/yamlio.py). How presets and user settings
+combine into one RunConfig: benchmark/core/resolve.py.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import hashlib
 import json
 import re
@@ -131,7 +131,8 @@ class TrainConfig:
 
 
 # ``probe.preset``: how the probe heads are fitted, as one paper's evaluation code does it. The preset's values
-# fill probe.optimizer / lr / weight_decay / batch_size; explicit settings of those keys win (registry.resolve).
+# fill probe.optimizer / lr / weight_decay / batch_size; explicit settings of those keys win
+# (benchmark/core/resolve.py).
 PROBE_PRESETS: dict[str, dict] = {
     # facebookresearch/SIE README.md 57-73 and eval_classification.py 227 / eval_angle_prediction.py 229:
     # Adam lr 1e-3, weight decay 0 (on every parameter), batch 256, 300 epochs.
@@ -205,153 +206,88 @@ NON_SEMANTIC = {("device",), ("out",), ("data", "num_workers"), ("data", "root")
                 ("train", "online_probe_every"), ("train", "online_probe_objects"), ("train", "logger")}
 
 
-def _describe(tp: Any) -> str:
-    """What a value of annotation ``tp`` is, in the words of the type errors."""
-    if tp is type(None):
-        return "null"
-    if typing.get_origin(tp) is Literal:
-        return "one of " + ", ".join(map(repr, typing.get_args(tp)))
-    if typing.get_origin(tp) is tuple:
-        return "a list"
-    if dataclasses.is_dataclass(tp):
-        return f"a mapping of {tp.__name__} fields"
-    words = {bool: "true or false", int: "an integer", float: "a number", str: "a string", dict: "a mapping"}
-    return words.get(tp, getattr(tp, "__name__", None) or str(tp).replace("typing.", ""))
-
-
+# ------------------------------------------------------------------------------------------ typed parsing
 # Where a setting came from, for error messages: a fixed text ("benchmark/configs/x.yaml", "--set
 # train.lr=1e-3") or a function of the dotted key (Overrides.source_of).
 Source = str | Callable[[str], str]
-
-
-def _source(source: Source, key: str) -> str:
-    return source(key) if callable(source) else source
-
-
-def _join(prefix: str, key: Any) -> str:
-    return f"{prefix}.{key}" if prefix else str(key)
-
-
-def _bad(key: str, problem: str, source: Source) -> ConfigError:
-    return ConfigError(f"{key}: {problem} (in {_source(source, key)})")
-
-
-def _got(value: Any) -> str:
-    """``got 'ten'``, with a hint when a number arrived as a string (quoted in YAML, or spelled nan/inf)."""
-    text = f"got {value!r}"
-    if isinstance(value, str):
-        try:
-            float(value)
-        except ValueError:
-            return text
-        spelled = value.strip().lower().lstrip("+-") in ("nan", "inf", "infinity")
-        return text + (" (YAML spells them .nan, .inf, -.inf)" if spelled else " (a quoted string: drop the quotes)")
-    return text
-
-
-def _coerce(value: Any, tp: Any, key: str, source: Source) -> Any:
-    """Check ``value`` against the annotation ``tp`` (after YAML parsing); return the typed value.
-
-    ``key``: the dotted key (``train.lr``) the errors name, with ``source``: where the value came from.
-    """
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(tp)
-        if value is None and type(None) in args:
-            return None
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _coerce(value, arg, key, source)
-            except ConfigError:
-                pass
-        raise _bad(key, f"expected {' or '.join(_describe(a) for a in args)}, {_got(value)}", source)
-    if origin is Literal:
-        choices = typing.get_args(tp)
-        if value not in choices:
-            raise _bad(key, f"{value!r} is not one of {', '.join(map(repr, choices))}", source)
-        return value
-    if origin is tuple:
-        if isinstance(value, int) and not isinstance(value, bool):
-            value = [value]
-        if not isinstance(value, list | tuple):
-            raise _bad(key, f"expected a list, {_got(value)}", source)
-        (item_tp, _ellipsis) = typing.get_args(tp)
-        return tuple(_coerce(v, item_tp, f"{key}[{i}]", source) for i, v in enumerate(value))
-    if dataclasses.is_dataclass(tp):
-        if isinstance(value, tp):
-            return value
-        if not isinstance(value, dict):
-            raise _bad(key, f"expected a mapping of {tp.__name__} fields, {_got(value)}", source)
-        return from_dict(tp, value, key, source)
-    if tp is dict:
-        if not isinstance(value, dict):
-            raise _bad(key, f"expected a mapping, {_got(value)}", source)
-        return dict(value)
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        raise _bad(key, f"expected true or false, {_got(value)}", source)
-    if tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        raise _bad(key, f"expected an integer, {_got(value)}", source)
-    if tp is float:
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
-        raise _bad(key, f"expected a number, {_got(value)}", source)
-    if tp is str:
-        if isinstance(value, str):
-            return value
-        raise _bad(key, f"expected a string, {_got(value)}", source)
-    raise ConfigError(f"{key}: unsupported config type {tp!r}")  # a bug in a Config class
-
-
+# What a scalar annotation accepts (a bool is never a config integer or number), and its name in errors.
+SCALARS: dict[Any, Any] = {bool: bool, int: int, float: (int, float), str: str, dict: dict}
+WORDS = {type(None): "null", bool: "true or false", int: "an integer", float: "a number", str: "a string",
+         dict: "a mapping"}
 # Names people write for a key, -> the key (checked by the suggestion of an unknown key).
 ALIASES = {"learning_rate": "lr", "learningrate": "lr", "wd": "weight_decay", "bs": "batch_size",
            "batchsize": "batch_size", "num_epochs": "epochs", "n_epochs": "epochs", "workers": "num_workers",
            "sequence_length": "seq_len", "seqlen": "seq_len", "img_size": "image_size", "resolution": "image_size"}
 
 
-def suggest(key: str, valid: Sequence[str], prefix: str = "", run_config: bool = False) -> str | None:
-    """The valid key closest to the unknown ``key`` (a typo, or a common alias), as a dotted key; else None.
-
-    Within the section first; then, in a RunConfig (``run_config``), the same name in another top-level
-    section, e.g. ``train.seq_len`` -> ``data.seq_len``.
-    """
-    candidates = {name: name for name in valid}
-    candidates.update({alias: name for alias, name in ALIASES.items() if name in candidates})
-    close = difflib.get_close_matches(str(key).lower(), list(candidates), n=1, cutoff=0.6)
-    if close:
-        return _join(prefix, candidates[close[0]])
-    if run_config and "." not in prefix:
-        name = ALIASES.get(str(key).lower(), str(key))
-        elsewhere = [k for k in run_config_keys() if k.rpartition(".")[2] == name and k.rpartition(".")[0] != prefix]
-        if elsewhere:
-            return " or ".join(elsewhere)
-    return None
+def _join(prefix: str, key: Any) -> str:
+    return f"{prefix}.{key}" if prefix else str(key)
 
 
-def unknown_key_error(unknown: Sequence[str], valid: Sequence[str], prefix: str, source: Source,
-                      run_config: bool = False) -> ConfigError:
-    """``unknown key train.leraning_rate in FILE; did you mean train.lr? valid keys of train: ...``"""
-    first, *others = [_join(prefix, k) for k in unknown]
-    guess = suggest(unknown[0], valid, prefix, run_config)
-    hint = f"; did you mean {guess}?" if guess else ";"
-    also = f" (also unknown: {', '.join(others)})" if others else ""
-    return ConfigError(f"unknown key {first} in {_source(source, first)}{hint} valid keys"
-                       f"{' of ' + prefix if prefix else ''}: {', '.join(valid)}{also}")
+def _source(source: Source, key: str) -> str:
+    return source(key) if callable(source) else source
 
 
-def run_config_keys(cls: type | None = None, prefix: str = "") -> list[str]:
-    """Every dotted leaf key of RunConfig (``data.mini.views``, ``train.lr``, ...)."""
-    out: list[str] = []
-    hints = typing.get_type_hints(cls or RunConfig)
-    for f in dataclasses.fields(cls or RunConfig):
-        tp = hints[f.name]
-        out += run_config_keys(tp, _join(prefix, f.name)) if dataclasses.is_dataclass(tp) else [_join(prefix, f.name)]
-    return out
+@functools.cache  # resolving the annotations is most of the time a resolve takes
+def _fields(cls: type) -> dict[str, Any]:
+    """Field name -> resolved annotation of the dataclass ``cls`` (do not modify)."""
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def _describe(tp: Any) -> str:
+    """What a value of annotation ``tp`` is, in the words of the type errors."""
+    if typing.get_origin(tp) is Literal:
+        return "one of " + ", ".join(map(repr, typing.get_args(tp)))
+    if typing.get_origin(tp) is tuple:
+        return "a list"
+    return f"a mapping of {tp.__name__} fields" if dataclasses.is_dataclass(tp) else WORDS.get(tp, str(tp))
+
+
+def _got(value: Any) -> str:
+    """``got 'ten'``, with a hint when a number arrived as a string (quoted in YAML, or spelled nan/inf)."""
+    try:
+        number = isinstance(value, str) and float(value) is not None
+    except ValueError:
+        number = False
+    spelled = number and value.strip().lower().lstrip("+-") in ("nan", "inf", "infinity")
+    hint = " (YAML spells them .nan, .inf, -.inf)" if spelled else " (a quoted string: drop the quotes)"
+    return f"got {value!r}{hint if number else ''}"
+
+
+def _coerce(value: Any, tp: Any, key: str, source: Source) -> Any:
+    """``value`` (parsed YAML) checked against the annotation ``tp`` and typed (an int where a float is expected
+    becomes a float, a list a tuple); else a ConfigError naming ``key`` (``train.lr``) and ``source``."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    union = origin in (typing.Union, types.UnionType)
+    if union:
+        if value is None and type(None) in args:
+            return None
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return _coerce(value, arg, key, source)
+            except ConfigError:
+                pass
+    elif origin is Literal:
+        if value in args:
+            return value
+        raise ConfigError(f"{key}: {value!r} is not one of {', '.join(map(repr, args))} (in {_source(source, key)})")
+    elif origin is tuple:  # tuple[X, ...]: a list, or one integer as a list of one
+        items = [value] if isinstance(value, int) and not isinstance(value, bool) else value
+        if isinstance(items, list | tuple):
+            return tuple(_coerce(v, args[0], f"{key}[{i}]", source) for i, v in enumerate(items))
+    elif dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        if isinstance(value, dict):
+            return from_dict(tp, value, key, source)
+    elif tp in SCALARS:
+        if isinstance(value, SCALARS[tp]) and (tp is bool or not isinstance(value, bool)):
+            return float(value) if tp is float else dict(value) if tp is dict else value
+    else:
+        raise ConfigError(f"{key}: unsupported config type {tp!r}")  # a bug in a Config class
+    expected = " or ".join(map(_describe, args if union else [tp]))
+    raise ConfigError(f"{key}: expected {expected}, {_got(value)} (in {_source(source, key)})")
 
 
 def from_dict(cls: type, data: dict, prefix: str = "", source: Source = "the config") -> Any:
@@ -360,25 +296,46 @@ def from_dict(cls: type, data: dict, prefix: str = "", source: Source = "the con
     ``prefix``: the dotted key of ``data`` itself ("" for a RunConfig, "model", "train"); ``source``:
     where the values came from (a text, or a function of the dotted key), named by every error.
     """
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
-    unknown = [k for k in data if k not in names]
+    fields = _fields(cls)
+    unknown = [k for k in data if k not in fields]
     if unknown:
-        in_run = cls is RunConfig or prefix.partition(".")[0] in {f.name for f in dataclasses.fields(RunConfig)}
-        raise unknown_key_error(unknown, names, prefix, source, in_run)
-    kwargs = {k: _coerce(v, hints[k], _join(prefix, k), source) for k, v in data.items()}
-    return cls(**kwargs)
+        in_run = cls is RunConfig or prefix.partition(".")[0] in _fields(RunConfig)
+        raise unknown_key_error(unknown, list(fields), prefix, source, in_run)
+    return cls(**{k: _coerce(v, fields[k], _join(prefix, k), source) for k, v in data.items()})
+
+
+def unknown_key_error(unknown: Sequence[str], valid: Sequence[str], prefix: str, source: Source,
+                      run_config: bool = False) -> ConfigError:
+    """``unknown key train.leraning_rate in FILE; did you mean train.lr? valid keys of train: ...``
+
+    The guess is the valid key closest to the first unknown key (a typo, or one of the ALIASES); else, in a
+    RunConfig (``run_config``), the same name in another top-level section (``train.seq_len`` -> ``data.seq_len``).
+    """
+    first, *others = [_join(prefix, k) for k in unknown]
+    key = str(unknown[0]).lower()
+    candidates = {name: name for name in valid}
+    candidates.update({alias: name for alias, name in ALIASES.items() if name in candidates})
+    close = difflib.get_close_matches(key, list(candidates), n=1, cutoff=0.6)
+    guess = ""
+    if close:
+        guess = _join(prefix, candidates[close[0]])
+    elif run_config and "." not in prefix:
+        name = ALIASES.get(key, str(unknown[0]))
+        guess = " or ".join(k for k, _ in leaves(to_dict(RunConfig())) if k.rpartition(".")[2] == name
+                            and k.rpartition(".")[0] != prefix)
+    hint = f"; did you mean {guess}?" if guess else ";"
+    also = f" (also unknown: {', '.join(others)})" if others else ""
+    return ConfigError(f"unknown key {first} in {_source(source, first)}{hint} valid keys"
+                       f"{' of ' + prefix if prefix else ''}: {', '.join(valid)}{also}")
 
 
 def to_dict(cfg: Any) -> Any:
     """Plain nested dict (tuples as lists) of a config dataclass, for YAML/JSON."""
     if dataclasses.is_dataclass(cfg):
-        return {f.name: to_dict(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)}
+        cfg = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)}
     if isinstance(cfg, dict):
         return {k: to_dict(v) for k, v in cfg.items()}
-    if isinstance(cfg, list | tuple):
-        return [to_dict(v) for v in cfg]
-    return cfg
+    return [to_dict(v) for v in cfg] if isinstance(cfg, list | tuple) else cfg
 
 
 def merge(base: dict, override: dict) -> dict:
@@ -389,14 +346,23 @@ def merge(base: dict, override: dict) -> dict:
     return out
 
 
+def leaves(d: dict, prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """(dotted key, value) of every non-mapping value and every empty mapping of nested ``d``."""
+    for k, v in d.items():
+        if isinstance(v, dict) and v:
+            yield from leaves(v, _join(prefix, k))
+        else:
+            yield _join(prefix, k), v
+
+
 # ---------------------------------------------------------------------------------------- sources
 @dataclass(frozen=True)
 class Overrides:
     """User settings (a nested dict in the ``to_dict`` layout) and where each one came from.
 
     ``origins`` maps dotted keys to their source: a config file's path, ``--set KEY=VALUE``, a flag,
-    ``per_method block 'X' of FILE``. Errors about a key name the source of the key or of its section.
-    Built by :func:`layer` and :func:`set_overrides`, combined by :func:`stack` (later wins).
+    ``per_method block 'X' of FILE``. Built by :func:`layer` and :func:`set_overrides`, combined by
+    :func:`stack` (later wins).
     """
 
     values: dict
@@ -413,15 +379,6 @@ class Overrides:
             part = part.rpartition(".")[0]
         inside = [s for k, s in self.origins.items() if k.startswith(key + ".")]
         return inside[-1] if inside else default
-
-
-def leaves(d: dict, prefix: str = "") -> Iterator[tuple[str, Any]]:
-    """(dotted key, value) of every non-mapping value and every empty mapping of nested ``d``."""
-    for k, v in d.items():
-        if isinstance(v, dict) and v:
-            yield from leaves(v, _join(prefix, k))
-        else:
-            yield _join(prefix, k), v
 
 
 def layer(values: dict, source: str) -> Overrides:
@@ -509,6 +466,7 @@ def load_yaml(path: str | Path) -> dict:
     return data
 
 
+# ---------------------------------------------------------------------------------------- run identity
 def semantic(d: dict) -> dict:
     """A config dict (``to_dict`` layout) without the NON_SEMANTIC fields: what the run identity covers."""
     d = json.loads(json.dumps(d))  # a deep copy that also turns tuples into lists
@@ -523,19 +481,12 @@ def semantic(d: dict) -> dict:
 
 def config_diff(old: dict, new: dict, old_name: str = "before", new_name: str = "now") -> list[str]:
     """``["train.lr: 0.0004 (before) vs 0.001 (now)", ...]`` for every dotted key whose value differs."""
-    def flat(d: Any, prefix: str = "") -> dict:
-        if isinstance(d, dict) and d:
-            return {k: v for key, sub in d.items() for k, v in flat(sub, f"{prefix}{key}.").items()}
-        return {prefix[:-1]: d}
-    a, b = flat(old), flat(new)
-    missing = object()
-    out = []
-    for key in sorted(a.keys() | b.keys()):
-        va, vb = a.get(key, missing), b.get(key, missing)
-        if va != vb:
-            show = lambda v: "(absent)" if v is missing else json.dumps(v)
-            out.append(f"{key}: {show(va)} ({old_name}) vs {show(vb)} ({new_name})")
-    return out
+    a, b = dict(leaves(old)), dict(leaves(new))
+
+    def show(d: dict, key: str) -> str:
+        return json.dumps(d[key]) if key in d else "(absent)"
+    return [f"{k}: {show(a, k)} ({old_name}) vs {show(b, k)} ({new_name})"
+            for k in sorted(a.keys() | b.keys()) if k not in a or k not in b or a[k] != b[k]]
 
 
 def config_hash(cfg: RunConfig) -> str:

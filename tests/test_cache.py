@@ -12,7 +12,8 @@ import torch
 from PIL import Image
 
 from benchmark.config import merge, parse_set
-from benchmark.core.registry import dataset_entry, resolve
+from benchmark.core.registry import dataset_entry
+from benchmark.core.resolve import resolve
 from benchmark.core.runner import main as run_main
 from benchmark.data import view_cache as C
 from benchmark.data.base import collate

@@ -22,7 +22,7 @@ from benchmark.config import (
     stack,
 )
 from benchmark.core import sweeps
-from benchmark.core.registry import resolve
+from benchmark.core.resolve import resolve
 from benchmark.infra import yamlio
 from benchmark.infra.errors import ConfigError
 
@@ -241,3 +241,33 @@ def test_run_dir_is_deterministic_and_ignores_non_semantic_fields():
     assert run_dir(other) != run_dir(cfg)
     assert str(run_dir(cfg)).startswith("results/runs/seqjepa/3diebench-mini/L3/seed0-")
     assert run_dir(replace(cfg, sweep="smoke")).parts[2] == "smoke"
+
+
+@pytest.mark.parametrize("user, message", [
+    ({"lr": 1}, "unknown key lr in the config; did you mean train.lr or probe.lr? valid keys: method, dataset,"),
+    ({"seq_len": 2}, "unknown key seq_len in the config; did you mean data.seq_len? valid keys: method,"),
+    ({"data": {"resolution": 2}}, "unknown key data.resolution in the config; did you mean data.image_size? valid "
+                                  "keys of data: root, seq_len,"),
+    ({"train": {"bs": 3, "wd": 2}}, "unknown key train.bs in the config; did you mean train.batch_size?"),
+    ({"data": {"mini": 3}}, "data.mini: expected a mapping of MiniConfig fields, got 3 (in the config)"),
+    ({"model": 3}, "model: expected a mapping, got 3 (in the config)"),
+    ({"sweep": 3}, "sweep: expected a string or null, got 3 (in the config)"),
+    ({"seed": "1"}, "seed: expected an integer, got '1' (a quoted string: drop the quotes) (in the config)"),
+    ({"data": {"aug": {"condition": None}}}, "data.aug.condition: None is not one of 'aug', 'crop', 'jitter', "
+                                             "'blur' (in the config)"),
+    ({"method": "contextssl", "model": {"env_ratio": "x"}}, "model.env_ratio: expected a list or null, got 'x'"),
+    ({"method": 3}, "method and dataset must be names (strings), got 3 (in the config) and '3diebench-mini' (in the "
+                    "config)"),
+    ({"per_method": {"seqjepa": 3}}, "per_method must map method names to settings, e.g. per_method: {seqjepa: "
+                                     "{model: {ema_decay: 0.99}}} (in the config)"),
+    ({"per_method": {"sjepa": {}}}, "unknown method 'sjepa'; valid methods: "),
+    ({"probe": {"preset": "x"}}, "probe.preset: 'x' is not one of 'sie', 'seqjepa' (in the config)"),
+    ({"device": "tpu"}, "device must be cpu, cuda, cuda:N or auto, got 'tpu' (in the config)"),
+    ({"dataset": "cifar100", "data": {"decoded_cache": True}}, "data.decoded_cache is implemented for 3diebench and "
+                                                               "3diebench-mini only, not cifar100;"),
+])
+def test_messages_of_more_mistakes(user, message):
+    """Exact messages (as benchmark/registry.py gave them before the resolution moved to benchmark/core/resolve.py)."""
+    with pytest.raises(ConfigError) as e:
+        resolve(user)
+    assert str(e.value).startswith(message), str(e.value)

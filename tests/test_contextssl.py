@@ -38,7 +38,8 @@ from benchmark.config import (
     merge,
     parse_set,
 )
-from benchmark.core.registry import dataset_entry, resolve
+from benchmark.core.registry import dataset_entry
+from benchmark.core.resolve import resolve
 from benchmark.core.runner import main
 from benchmark.core.sweeps import SWEEPS, contextssl_environment
 from benchmark.core.train import EpochSampler

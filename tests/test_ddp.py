@@ -53,7 +53,7 @@ def _rank_main(rank: int, ports: list[int], cfg_dict: dict, report: str, cache: 
     os.environ.update(RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
                       MASTER_PORT=str(ports[0]), GLOO_SOCKET_IFNAME="lo", SEQBENCH_CACHE=cache)
     torch.set_num_threads(1)
-    from benchmark.core.registry import resolve
+    from benchmark.core.resolve import resolve
     from benchmark.core.runner import run_one
     from methods.seqjepa import SeqJEPA
 

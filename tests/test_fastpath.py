@@ -10,7 +10,8 @@ import torch
 
 from benchmark.core import fastpath
 from benchmark.core.fastpath import FastPaths, all_on
-from benchmark.core.registry import METHODS, build_method, resolve
+from benchmark.core.registry import METHODS, build_method
+from benchmark.core.resolve import resolve
 from benchmark.core.train import build_optimizer
 from benchmark.tools.speed import fake_batch
 

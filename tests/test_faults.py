@@ -27,7 +27,8 @@ import pytest
 import torch
 
 from benchmark.config import run_dir, to_dict
-from benchmark.core.registry import METHODS, build_method, dataset_entry, resolve
+from benchmark.core.registry import METHODS, build_method, dataset_entry
+from benchmark.core.resolve import resolve
 from benchmark.core.runner import EXIT_CODES, build_parser, config_from_args, main, run_one
 from benchmark.core.train import build_optimizer
 from benchmark.infra import fileio

@@ -18,7 +18,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from torch import nn
 
 from benchmark.config import ProbeConfig, config_hash
-from benchmark.core.registry import resolve
+from benchmark.core.resolve import resolve
 from benchmark.core.runner import main as run_main
 from benchmark.core.runner import run_one
 from benchmark.infra import monitor as M

@@ -12,7 +12,8 @@ import torch
 from torch import nn
 
 from benchmark.config import RunConfig
-from benchmark.core.registry import dataset_entry, resolve
+from benchmark.core.registry import dataset_entry
+from benchmark.core.resolve import resolve
 from benchmark.core.runner import main as run_main
 from benchmark.data.rotations import rotations
 from benchmark.probes import bank

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from benchmark.core.registry import resolve
+from benchmark.core.resolve import resolve
 from benchmark.infra.errors import ConfigError
 
 

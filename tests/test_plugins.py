@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from benchmark.core import registry, sweeps
+from benchmark.core.resolve import resolve
 from benchmark.core.runner import run_one
 from benchmark.data.entry import TABLES, DatasetEntry
 from benchmark.infra.errors import ConfigError
@@ -43,7 +44,7 @@ def _metrics_are_real(result: dict) -> None:
 
 
 def test_a_registered_toy_dataset_and_method_run(toys, tmp_path):
-    cfg = registry.resolve({"dataset": TOY_DATASET, "method": TOY_METHOD, "out": str(tmp_path)})
+    cfg = resolve({"dataset": TOY_DATASET, "method": TOY_METHOD, "out": str(tmp_path)})
     # the dataset's own preset and the method's own Config were applied
     assert (cfg.data.image_size, cfg.train.epochs, cfg.train.batch_size) == (8, 2, 8)
     assert cfg.model == {"dim": 16}
@@ -57,11 +58,11 @@ def test_a_registered_toy_dataset_and_method_run(toys, tmp_path):
 
 def test_unknown_names_list_the_registered_plugins(toys):
     with pytest.raises(ConfigError, match=r"unknown dataset 'nosuch'; valid datasets: .*3diebench.*toy-shifts"):
-        registry.resolve({"dataset": "nosuch"})
+        resolve({"dataset": "nosuch"})
     with pytest.raises(ConfigError, match=r"unknown method 'nosuch'; valid methods: .*toy-linear"):
-        registry.resolve({"method": "nosuch", "dataset": TOY_DATASET})
+        resolve({"method": "nosuch", "dataset": TOY_DATASET})
     with pytest.raises(ConfigError, match="model.width"):  # the toy's Config rejects unknown keys like any method's
-        registry.resolve({"method": TOY_METHOD, "dataset": TOY_DATASET, "model": {"width": 3}})
+        resolve({"method": TOY_METHOD, "dataset": TOY_DATASET, "model": {"width": 3}})
 
 
 def test_a_toy_sweep_launches_and_aggregates_into_a_table_row(toys, tmp_path, monkeypatch, capsys):

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from benchmark.config import PROBE_PRESETS, ProbeConfig
-from benchmark.core.registry import resolve
+from benchmark.core.resolve import resolve
 from benchmark.infra.errors import ConfigError
 from benchmark.probes.heads import fit_head, make_head, make_optimizer
 from benchmark.probes.suite import probe_record

@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from benchmark.config import run_dir
 from benchmark.core import train as train_mod
-from benchmark.core.registry import resolve
+from benchmark.core.resolve import resolve
 from benchmark.core.runner import run_one
 from benchmark.core.sweeps import flatten, nest
 from benchmark.infra import fileio

@@ -41,7 +41,8 @@ from typing import TYPE_CHECKING
 import yaml
 
 from benchmark.config import RunConfig, config_diff, layered_overrides, run_dir, semantic, to_dict
-from benchmark.core.registry import DATASETS, METHODS, build_method, dataset_entry, resolve_with_sources
+from benchmark.core.registry import DATASETS, METHODS, build_method, dataset_entry
+from benchmark.core.resolve import resolve_with_sources
 from benchmark.infra import yamlio
 from benchmark.infra.errors import SeqbenchError, user_message
 from benchmark.infra.fileio import (

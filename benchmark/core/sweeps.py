@@ -5,7 +5,7 @@ the same keys ``--set`` takes. Sweeps are built from axes with ``product`` (firs
 slowest), ``zipped`` and ``chain``, as disentanglement_lib's ``hyperparams.py`` does; seeds are the
 replicate index 0..n-1 (not random), the outermost axis, so every method gets the same seeds and the
 first n/len(seeds) runs already form one complete table. Each run resolves through
-``benchmark.core.registry.resolve`` like a CLI run, so a sweep can only name what the CLI accepts, and its
+``benchmark.core.resolve.resolve`` like a CLI run, so a sweep can only name what the CLI accepts, and its
 run directory is ``{out}/{sweep}/{method}/{dataset}/L{seq_len}/seed{seed}-{hash}``.
 
 Named sweeps live in :data:`SWEEPS`; a YAML file defines others (:func:`from_yaml`, format in
@@ -32,7 +32,7 @@ from benchmark.config import (
     stack,
     unknown_key_error,
 )
-from benchmark.core.registry import resolve
+from benchmark.core.resolve import resolve
 from benchmark.infra.errors import ConfigError, SeqbenchError
 
 Run = dict[str, Any]  # dotted config key -> value

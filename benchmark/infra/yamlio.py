@@ -2,8 +2,8 @@
 
 PyYAML implements YAML 1.1, whose floats need a dot and a signed exponent: ``1e-3`` and ``5e-4`` load
 as the *strings* "1e-3" and "5e-4", and ``1.0e5`` as the string "1.0e5". YAML 1.2 (core schema) reads
-all three as numbers, as every user writing a learning rate expects. :class:`Loader` swaps in the YAML
-1.2 float rule and changes nothing else: ints stay ints, ``.inf`` / ``-.inf`` / ``.nan`` are floats, and
+all three as numbers, as every user writing a learning rate expects. :class:`Loader` adds the YAML 1.2
+float rule and changes nothing else: ints stay ints, ``.inf`` / ``-.inf`` / ``.nan`` are floats, and
 ``nan``, ``inf`` or ``1e-3abc`` stay strings (so a typed config field rejects them by name). Every
 config file, sweep file, cluster preset and ``--set`` value goes through :func:`load`.
 """
@@ -15,7 +15,6 @@ from typing import Any
 
 import yaml
 
-FLOAT_TAG = "tag:yaml.org,2002:float"
 # YAML 1.2 core schema floats (plus YAML 1.1's "_" separators and base-60 form, which PyYAML accepts).
 # Every alternative needs a dot, an exponent or a special name, so no integer matches.
 FLOAT_12 = re.compile(r"""^(?:
@@ -32,23 +31,18 @@ class Loader(yaml.SafeLoader):
     """``yaml.SafeLoader`` with YAML 1.2 floats."""
 
 
-# The implicit resolvers are per first character, tried in order: replace the float rule where it stands.
-Loader.yaml_implicit_resolvers = {
-    first: [(tag, FLOAT_12 if tag == FLOAT_TAG else regexp) for tag, regexp in rules]
-    for first, rules in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
+class Dumper(yaml.SafeDumper):
+    """``yaml.SafeDumper`` that quotes every string :class:`Loader` would read as a float (``"1e-3"``)."""
+
+
+# A scalar's implicit rules are tried in order: this one comes after YAML 1.1's float rule (which it contains) and
+# the int, bool, null and timestamp rules (none of which it overlaps).
+yaml.add_implicit_resolver("tag:yaml.org,2002:float", FLOAT_12, list("-+.0123456789"), Loader=Loader, Dumper=Dumper)
 
 
 def load(text: str) -> Any:
     """Parse one YAML document (``yaml.safe_load`` with YAML 1.2 floats); raises ``yaml.YAMLError``."""
     return yaml.load(text, Loader=Loader)  # noqa: S506 - Loader is a SafeLoader
-
-
-class Dumper(yaml.SafeDumper):
-    """``yaml.SafeDumper`` that quotes every string :class:`Loader` would read as a float (``"1e-3"``)."""
-
-
-Dumper.yaml_implicit_resolvers = Loader.yaml_implicit_resolvers
 
 
 def dump(data: Any) -> str:

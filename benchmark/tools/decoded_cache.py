@@ -12,7 +12,8 @@ import argparse
 import sys
 
 from benchmark.config import layer, set_overrides, stack
-from benchmark.core.registry import dataset_entry, resolve
+from benchmark.core.registry import dataset_entry
+from benchmark.core.resolve import resolve
 from benchmark.data.base import available_cpus, loader_workers
 from benchmark.data.view_cache import cache_path, inspect
 from benchmark.infra.errors import SeqbenchError, user_message

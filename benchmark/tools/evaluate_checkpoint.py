@@ -23,7 +23,8 @@ from pathlib import Path
 import torch
 
 from benchmark.config import Overrides, RunConfig, layer, layered_overrides, run_dir, stack, to_dict
-from benchmark.core.registry import DATASETS, dataset_entry, resolve
+from benchmark.core.registry import DATASETS, dataset_entry
+from benchmark.core.resolve import resolve
 from benchmark.core.results import RESULT_FILE, check_result, now, provenance, read_result, write_result
 from benchmark.core.runner import (
     CONFIG_FILE,

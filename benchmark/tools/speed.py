@@ -33,7 +33,8 @@ from torch.utils.data import DataLoader
 
 from benchmark.config import to_dict
 from benchmark.core.fastpath import FastPaths, all_on, count_host_syncs, keep_host_memory
-from benchmark.core.registry import METHODS, build_method, dataset_entry, resolve
+from benchmark.core.registry import METHODS, build_method, dataset_entry
+from benchmark.core.resolve import resolve
 from benchmark.core.runner import pick_device
 from benchmark.core.train import build_optimizer
 from benchmark.data.base import available_cpus, collate, loader_workers
