@@ -104,10 +104,12 @@ class SeqJEPA(Method):
         z_obs = encode_views(self.encoder, views[:, :m])
         with torch.no_grad():
             z_target = self.target_encoder(views[:, m])
+        # Separate embedding call for the predictor's action (own BatchNorm batch), made before the tokens' one
+        # as upstream: the order sets the BatchNorm running statistics that eval-mode aggregates use.
+        pred_action = self.action_emb(actions[:, m - 1]) if self.action_emb is not None else None
         z_agg = self._aggregate(z_obs, actions)
-        if self.action_emb is not None:
-            # Separate embedding call for the predictor's action, as upstream (own BatchNorm batch).
-            z_agg = torch.cat([z_agg, self.action_emb(actions[:, m - 1])], dim=-1)
+        if pred_action is not None:
+            z_agg = torch.cat([z_agg, pred_action], dim=-1)
         pred = self.predictor(z_agg)
         loss = cosine_loss(pred, z_target)
         # The loss of a predictor that ignores its input and always says the batch-mean target: a loss that
