@@ -267,7 +267,7 @@ def test_run_dir_is_deterministic_and_ignores_non_semantic_fields():
                                                                "3diebench-mini only, not cifar100;"),
 ])
 def test_messages_of_more_mistakes(user, message):
-    """Exact messages (as benchmark/registry.py gave them before the resolution moved to benchmark/core/resolve.py)."""
+    """Exact messages (as the registry gave them before the resolution moved to benchmark/core/resolve.py)."""
     with pytest.raises(ConfigError) as e:
         resolve(user)
     assert str(e.value).startswith(message), str(e.value)

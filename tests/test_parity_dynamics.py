@@ -10,7 +10,7 @@ seq-JEPA's ``main_transformed_views.py`` trains them (the code behind seq-JEPA's
 2. trains K = 3 steps on the same float64 batches, one batch per epoch so that the authors' per-epoch
    schedules have a value at every step (warm-up start, warm-up middle, after the warm-up):
    ours: ``build_optimizer`` on a RunConfig (``upstream-code`` preset), then per step the schedule, the
-   training step, backward, optimiser step and ``on_step_end`` (EMA), as ``benchmark.train.train`` does them
+   training step, backward, optimiser step and ``on_step_end`` (EMA), as ``benchmark.core.train.train`` does them
    (``harness_steps``; that it is the loop is checked against ``train()`` itself below);
    theirs: their Adam (main.py 237), CosineAnnealingLR (260), the epoch loop's warm-up (298-321) and
    ``engine.train_one_epoch_3diebench`` (step, EMA update and EMA schedule, online probes included);
@@ -52,8 +52,8 @@ from torch import Tensor, nn
 from baselines.byol import BYOL, BYOLConfig
 from baselines.sie import SIE, SIEConfig
 from benchmark.config import DataConfig, RunConfig, TrainConfig
+from benchmark.core.train import build_optimizer, train
 from benchmark.data.base import SequenceDataset
-from benchmark.train import build_optimizer, train
 from methods.components import ema_tau, warmup_cosine
 from methods.contract import Batch, DataSpec, Method
 from tests.fixtures.upstream.seqjepa import main_transformed_views as upstream_main
@@ -106,7 +106,7 @@ def run_config(**train: object) -> RunConfig:
 
 def harness_steps(method: Method, cfg: RunConfig, batches: list[Batch], steps_per_epoch: int,
                   before_step: Callable[[int], None] = lambda step: None) -> Iterator[tuple[int, float]]:
-    """Our training steps as ``benchmark.train.train`` runs them (its ``total``, ``warmup``, lr, step order and
+    """Our training steps as ``benchmark.core.train.train`` runs them (its ``total``, ``warmup``, lr, step order and
     ``on_step_end`` call, line for line; ``test_harness_steps_are_the_training_loop`` holds them to ``train``);
     yields (step, lr) after each EMA update."""
     tc = cfg.train
@@ -317,7 +317,7 @@ class FixedBatches(SequenceDataset):
 
 
 def test_harness_steps_are_the_training_loop(tmp_path: Path) -> None:
-    """``harness_steps`` (used above) against ``benchmark.train.train`` itself, per step: the same parameters
+    """``harness_steps`` (used above) against ``benchmark.core.train.train`` itself, per step: the same parameters
     and EMA targets, bit for bit, and the lr ``train`` logs is the one ``harness_steps`` (and upstream) used."""
     spec = DataSpec(image_size=SIZE, action_dim=A, num_classes=CLASSES)
     cfg_model = BYOLConfig(proj_hidden=64, proj_dim=16, pred_hidden=64, backbone="resnet18-w16")
