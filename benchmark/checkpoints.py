@@ -37,6 +37,7 @@ from benchmark import yamlio
 from benchmark.config import RunConfig, from_dict
 from benchmark.errors import DataError, SeqbenchError
 from benchmark.registry import build_method
+from benchmark.rundir import CHECKPOINT_FILE, CONFIG_FILE
 from methods.contract import Method
 from methods.external import Stem, resnet18_encoder
 
@@ -49,7 +50,6 @@ LAYOUTS = {
     "seqbench": "a seqbench run directory or its checkpoint.pt ({'model': {'encoder.conv1.weight': ...}, "
                 "'config': ...})",
 }
-CHECKPOINT_FILE, CONFIG_FILE = "checkpoint.pt", "config.yaml"  # written by benchmark.train / benchmark.run
 # conv1 kernel -> stem, per layout: solo-learn's CIFAR conv1 pads by 2, ours (and our exports) by 1.
 STEMS: dict[str, dict[int, Stem]] = {
     "solo-learn": {7: "imagenet", 3: "solo-cifar"},

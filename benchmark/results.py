@@ -15,14 +15,19 @@ import math
 import platform
 import socket
 import subprocess
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from benchmark.config import RunConfig, to_dict
 from benchmark.fileio import atomic_write_text
+
+if TYPE_CHECKING:
+    import torch
+
+# No torch import at module level: the run directory (benchmark/rundir.py) reads results with this module,
+# and the aggregator and ``--help`` must not pay for torch. ``provenance`` imports it when it is called.
 
 SCHEMA_VERSION = 1
 RESULT_FILE = "result.json"
@@ -47,6 +52,8 @@ def now() -> str:
 
 
 def provenance(device: torch.device, start_time: str, wall_time_s: float, extra: dict | None = None) -> dict:
+    import torch
+
     dev_name = torch.cuda.get_device_name(device) if device.type == "cuda" else (platform.processor() or "cpu")
     return {
         **git_state(),
@@ -69,7 +76,8 @@ def _json_safe(x: Any) -> Any:
         return {str(k): _json_safe(v) for k, v in x.items()}
     if isinstance(x, list | tuple):
         return [_json_safe(v) for v in x]
-    if isinstance(x, torch.Tensor):
+    torch = sys.modules.get("torch")  # without torch imported there is no tensor to convert
+    if torch is not None and isinstance(x, torch.Tensor):
         return x.item()
     if isinstance(x, float) and math.isfinite(x):
         return round(x, 6)
