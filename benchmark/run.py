@@ -187,11 +187,7 @@ def run_one(cfg: RunConfig, force: bool = False, stop_requested: Callable[[], bo
             if summary.diverged is not None:
                 return run.diverged(summary.diverged)
             if summary.interrupted:
-                return run.stopped(f"stopped by {_reason(stop_requested)} at step {summary.steps}/"
-                                   f"{summary.total_steps}; checkpoint saved at that step in {rd.path}; the same "
-                                   f"command resumes the run",
-                                   f"interrupted at step {summary.steps}/{summary.total_steps}; checkpoint saved "
-                                   f"in {rd.path}")
+                return run.interrupted(summary)
             if not env.is_main:
                 return RunOutcome(rd.path, "complete", None)  # rank 0 evaluates and writes the result
             try:
@@ -381,6 +377,13 @@ class _Attempt:
         path = self.rd.write_divergence(self.cfg, self._provenance(), div)
         self.log(f"wrote {path} (status diverged)")
         return RunOutcome(self.rd.path, "diverged", self.rd.read_result(), msg)
+
+    def interrupted(self, summary: TrainSummary) -> RunOutcome:
+        """A stop request ended training; the checkpoint is at the step it ended at."""
+        at = f"step {summary.steps}/{summary.total_steps}"
+        return self.stopped(f"stopped by {_reason(self.stop_requested)} at {at}; checkpoint saved at that step in "
+                            f"{self.rd.path}; the same command resumes the run",
+                            f"interrupted at {at}; checkpoint saved in {self.rd.path}")
 
     def stopped(self, msg: str, said: str | None = None) -> RunOutcome:
         """The outcome of a stop request; ``said`` (default ``msg``) goes to the log."""
