@@ -26,7 +26,8 @@ from typing import Any
 import submitit
 import torch
 
-from benchmark.config import RunConfig, run_dir
+from benchmark.config import RunConfig
+from benchmark.core.rundir import RunDir
 from benchmark.core.runner import StopHook, run_one
 
 LOCK_WAIT_S = 60.0
@@ -70,7 +71,7 @@ class RunJob(submitit.helpers.Checkpointable):
         return submitit.helpers.DelayedSubmission(RunJob(self.cfg))
 
     def __repr__(self) -> str:
-        return f"RunJob({run_dir(self.cfg)})"
+        return f"RunJob({RunDir.of(self.cfg).path})"
 
 
 def _job_environment() -> submitit.JobEnvironment | None:

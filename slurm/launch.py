@@ -17,7 +17,6 @@ as possibly queued while any job named after the sweep is live in squeue.
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import shutil
 import subprocess
@@ -29,16 +28,17 @@ from typing import Any
 
 import submitit
 
-from benchmark.config import Overrides, RunConfig, from_dict, layer, load_yaml, merge, run_dir, set_overrides, stack
+from benchmark.config import Overrides, RunConfig, from_dict, layer, load_yaml, merge, set_overrides, stack
 from benchmark.core import sweeps
+from benchmark.core.rundir import SUBMISSION_FILE as SUBMISSION_FILE  # noqa: F401 - named by tests and docs
+from benchmark.core.rundir import RunDir
 from benchmark.infra.errors import ConfigError, DataError, SeqbenchError, user_message
-from benchmark.infra.fileio import LockHeld, atomic_write_text, exclusive_lock
+from benchmark.infra.fileio import LockHeld, exclusive_lock
 
 # Modules that import torch (benchmark.core.results, benchmark.core.train, slurm.job) are imported where they are
 # used, so that `--help` answers at once (benchmark.infra.fileio imports no torch).
 
 CLUSTERS_DIR = Path(__file__).resolve().parent / "clusters"
-SUBMISSION_FILE = "submission.json"  # in the run directory: which job was last submitted for it
 LAUNCH_LOCK = ".launch.lock"  # in <out>/<sweep>/: one launch of a sweep at a time
 
 
@@ -198,39 +198,21 @@ def run_status(directory: Path, live: dict[str, str] | None, sweep_jobs: list[st
     "submitting?" is a run whose last launch died between its marker and sbatch while jobs named after
     the sweep (``sweep_jobs``) are live: possibly queued, so not submitted again.
     """
-    from benchmark.core.results import check_result
-    from benchmark.core.train import CHECKPOINT, LOG
-
-    record, invalid = check_result(directory)
+    rd = RunDir(directory)
+    record, invalid = rd.check_result()
     if record is not None:
         return "diverged" if record["status"] == "diverged" else "done"
     note = f"; {invalid}, not done" if invalid else ""
-    sub = _read_submission(directory)
+    sub = rd.read_submission()
     if live is not None and sub.get("job_id") in live:  # a requeued job is PENDING again
         job_id = sub["job_id"]
         state = {"PENDING": "queued", "REQUEUED": "queued", "CONFIGURING": "running", "COMPLETING": "running"}
         return f"{state.get(live[job_id], live[job_id].lower())} ({job_id})"
     if sub.get("state") == "submitting" and sweep_jobs:
         return f"submitting? (an interrupted launch; live jobs of this sweep: {', '.join(sweep_jobs[:3])})"
-    if (directory / CHECKPOINT).is_file() or (directory / LOG).is_file():
-        return f"partial (step {_last_logged_step(directory / LOG)}{note})"
+    if rd.trained():
+        return f"partial (step {rd.last_logged_step()}{note})"
     return f"pending{' (' + note[2:] + ')' if note else ''}"
-
-
-def _read_submission(directory: Path) -> dict:
-    try:
-        data = json.loads((directory / SUBMISSION_FILE).read_text())
-        return data if isinstance(data, dict) else {}
-    except (OSError, ValueError):
-        return {}
-
-
-def _last_logged_step(log: Path) -> str:
-    try:
-        lines = [ln for ln in log.read_text().splitlines() if ln.strip()]
-        return str(json.loads(lines[-1])["step"]) if lines else "0"
-    except (OSError, ValueError, KeyError, IndexError):
-        return "?"
 
 
 def submittable(status: str) -> bool:
@@ -240,7 +222,8 @@ def submittable(status: str) -> bool:
 def print_table(sweep: sweeps.Sweep, indices: list[int], cfgs: dict[int, RunConfig], status: dict[int, str],
                 log=print) -> None:
     keys = sweep.varying_keys()
-    rows = [(str(i), status[i], sweeps.describe(sweep[i], keys) or "-", str(run_dir(cfgs[i]))) for i in indices]
+    rows = [(str(i), status[i], sweeps.describe(sweep[i], keys) or "-", str(RunDir.of(cfgs[i]).path))
+            for i in indices]
     head = ("idx", "status", "settings", "run directory")
     widths = [max(len(r[c]) for r in [head, *rows]) for c in range(3)]
     for r in [head, *rows]:
@@ -419,27 +402,8 @@ def launch(args: argparse.Namespace, log=print) -> Launch:
 
 
 def _launch(args, sweep, indices, cfgs, preset, overrides, log) -> Launch:
-    from slurm.job import RunJob
-
-    # squeue only matters for runs with a recorded submission (nothing else can be queued): ask it then,
-    # and fail closed if it does not answer.
-    records = {i: _read_submission(run_dir(cfgs[i])) for i in indices}
-    try:
-        live = live_slurm_jobs() if any(records.values()) else None
-        if live is None and any(records.values()) and args.executor == "slurm":
-            raise SlurmQueryError("squeue is not on PATH, so the launcher cannot tell which of the runs submitted "
-                                  "before are still queued or running; nothing was submitted. Launch from a "
-                                  "node with SLURM's client commands")
-        interrupted = any(r.get("state") == "submitting" for r in records.values())
-        mine = live_sweep_jobs(sweep.name) if interrupted else []
-    except SlurmQueryError as e:
-        if not args.dry_run:
-            raise
-        log(f"warning: {e} (dry run: runs with a recorded submission are shown as unknown)")
-        status = {i: "unknown (squeue failed)" if (run_dir(cfgs[i]) / SUBMISSION_FILE).is_file() else
-                  run_status(run_dir(cfgs[i]), None) for i in indices}
-    else:
-        status = {i: run_status(run_dir(cfgs[i]), live, mine) for i in indices}
+    dirs = {i: RunDir.of(cfgs[i]) for i in indices}
+    status = _statuses(dirs, sweep.name, args, log)
     result = Launch(sweep, skipped={i: s for i, s in status.items() if not submittable(s)})
     log(f"sweep {sweep.name}: {sweep.description} ({len(sweep)} runs, {len(indices)} selected)")
     print_table(sweep, indices, cfgs, status, log)
@@ -461,42 +425,69 @@ def _launch(args, sweep, indices, cfgs, preset, overrides, log) -> Launch:
     executor = submitit.AutoExecutor(folder=logs / "%j", cluster=args.executor,
                                      slurm_max_num_timeout=preset.max_num_timeout)
     executor.update_parameters(**executor_parameters(preset, sweep.name))
-    if args.executor == "slurm":
-        previous = {i: _read_submission(run_dir(cfgs[i])) for i in todo}
-        for i in todo:  # before sbatch: a launch killed during it leaves a trace the next one sees
-            _write_submission(run_dir(cfgs[i]), {"state": "submitting", "index": i, "logs": str(logs)})
-        try:
-            with executor.batch():
-                jobs = [executor.submit(RunJob(cfgs[i])) for i in todo]
-        except BaseException:
-            for i in todo:  # nothing was submitted: put back what was there
-                d = run_dir(cfgs[i])
-                if previous[i]:
-                    _write_submission(d, previous[i])
-                else:
-                    (d / SUBMISSION_FILE).unlink(missing_ok=True)
-            raise
-        result.jobs = dict(zip(todo, jobs, strict=True))
-        for i, job in result.jobs.items():
-            _write_submission(run_dir(cfgs[i]), {"state": "submitted", "job_id": job.job_id, "index": i,
-                                                 "logs": str(logs)})
-        log(f"submitted {len(todo)} run(s) as job array {jobs[0].job_id.split('_')[0]} "
-            f"(at most {preset.array_parallelism} at once); logs: {logs}")
-        for i, job in result.jobs.items():
-            log(f"  run {i} -> job {job.job_id}")
-    else:
+    if args.executor != "slurm":
         # Local jobs die with this process: run them in waves of array_parallelism and wait.
         width = 1 if args.executor == "debug" else preset.array_parallelism
         for start in range(0, len(todo), width):
-            wave = todo[start:start + width]
-            with executor.batch():
-                jobs = [executor.submit(RunJob(cfgs[i])) for i in wave]
-            result.jobs.update(zip(wave, jobs, strict=True))
-            result.failed += _wait(dict(zip(wave, jobs, strict=True)), log)
+            wave = _submit(executor, cfgs, todo[start:start + width])
+            result.jobs.update(wave)
+            result.failed += _wait(wave, log)
         return result
+    result.jobs = _submit(executor, cfgs, todo, dirs, logs)
+    log(f"submitted {len(todo)} run(s) as job array {result.jobs[todo[0]].job_id.split('_')[0]} "
+        f"(at most {preset.array_parallelism} at once); logs: {logs}")
+    for i, job in result.jobs.items():
+        log(f"  run {i} -> job {job.job_id}")
     if args.wait:
         result.failed = _wait(result.jobs, log)
     return result
+
+
+def _statuses(dirs: dict[int, RunDir], sweep_name: str, args: argparse.Namespace, log) -> dict[int, str]:
+    """:func:`run_status` of every run. squeue only matters for runs with a recorded submission (nothing else
+    can be queued): it is asked then, and fails closed if it does not answer (a dry run says "unknown")."""
+    records = {i: d.read_submission() for i, d in dirs.items()}
+    try:
+        live = live_slurm_jobs() if any(records.values()) else None
+        if live is None and any(records.values()) and args.executor == "slurm":
+            raise SlurmQueryError("squeue is not on PATH, so the launcher cannot tell which of the runs submitted "
+                                  "before are still queued or running; nothing was submitted. Launch from a "
+                                  "node with SLURM's client commands")
+        interrupted = any(r.get("state") == "submitting" for r in records.values())
+        mine = live_sweep_jobs(sweep_name) if interrupted else []
+    except SlurmQueryError as e:
+        if not args.dry_run:
+            raise
+        log(f"warning: {e} (dry run: runs with a recorded submission are shown as unknown)")
+        return {i: "unknown (squeue failed)" if d.submission.is_file() else run_status(d.path, None)
+                for i, d in dirs.items()}
+    return {i: run_status(d.path, live, mine) for i, d in dirs.items()}
+
+
+def _submit(executor: submitit.AutoExecutor, cfgs: dict[int, RunConfig], todo: list[int],
+            dirs: dict[int, RunDir] | None = None, logs: Path | None = None) -> dict[int, Any]:
+    """Submit ``todo`` in one batch (a job array on SLURM). With ``dirs``, each run's submission.json says
+    "submitting" before sbatch (a launch killed during it leaves a trace the next one sees), is put back if
+    sbatch fails (nothing was submitted), and says "submitted" with the job id after it."""
+    from slurm.job import RunJob
+
+    previous = {i: dirs[i].read_submission() for i in todo} if dirs else {}
+    for i in previous:
+        dirs[i].write_submission({"state": "submitting", "index": i, "logs": str(logs)})
+    try:
+        with executor.batch():
+            jobs = [executor.submit(RunJob(cfgs[i])) for i in todo]
+    except BaseException:
+        for i, record in previous.items():  # put back what was there
+            if record:
+                dirs[i].write_submission(record)
+            else:
+                dirs[i].submission.unlink(missing_ok=True)
+        raise
+    for i, job in zip(todo, jobs, strict=True):
+        if dirs:
+            dirs[i].write_submission({"state": "submitted", "job_id": job.job_id, "index": i, "logs": str(logs)})
+    return dict(zip(todo, jobs, strict=True))
 
 
 def _count(values) -> dict[str, int]:
@@ -505,11 +496,6 @@ def _count(values) -> dict[str, int]:
         key = v.split(" ")[0]
         out[key] = out.get(key, 0) + 1
     return out
-
-
-def _write_submission(directory: Path, record: dict) -> None:
-    record = {**record, "written": time.strftime("%Y-%m-%dT%H:%M:%S")}
-    atomic_write_text(directory / SUBMISSION_FILE, json.dumps(record) + "\n", "submission record")
 
 
 def _wait(jobs: dict[int, Any], log) -> list[int]:

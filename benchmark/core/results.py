@@ -15,17 +15,22 @@ import math
 import platform
 import socket
 import subprocess
+import sys
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from benchmark.config import RunConfig, to_dict
-from benchmark.infra.fileio import atomic_write_text, now
+from benchmark.infra.fileio import atomic_write_text, now  # noqa: F401 - results.now: the same clock as the records
+
+if TYPE_CHECKING:
+    import torch
+
+# No torch import at module level: the run directory (benchmark/core/rundir.py) reads results with this module,
+# and the aggregator and ``--help`` must not pay for torch. ``provenance`` imports it when it is called.
 
 SCHEMA_VERSION = 1
 RESULT_FILE = "result.json"
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def git_state() -> dict:
@@ -41,7 +46,10 @@ def git_state() -> dict:
     return {"git_commit": commit, "git_dirty": None if status is None else bool(status)}
 
 
+
 def provenance(device: torch.device, start_time: str, wall_time_s: float, extra: dict | None = None) -> dict:
+    import torch
+
     dev_name = torch.cuda.get_device_name(device) if device.type == "cuda" else (platform.processor() or "cpu")
     return {
         **git_state(),
@@ -64,7 +72,8 @@ def _json_safe(x: Any) -> Any:
         return {str(k): _json_safe(v) for k, v in x.items()}
     if isinstance(x, list | tuple):
         return [_json_safe(v) for v in x]
-    if isinstance(x, torch.Tensor):
+    torch = sys.modules.get("torch")  # without torch imported there is no tensor to convert
+    if torch is not None and isinstance(x, torch.Tensor):
         return x.item()
     if isinstance(x, float) and math.isfinite(x):
         return round(x, 6)

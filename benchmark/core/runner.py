@@ -38,35 +38,25 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import yaml
-
-from benchmark.config import RunConfig, config_diff, layered_overrides, run_dir, semantic, to_dict
+from benchmark.config import RunConfig, layered_overrides, to_dict
 from benchmark.core.registry import DATASETS, METHODS, build_method, dataset_entry
 from benchmark.core.resolve import resolve_with_sources
+from benchmark.core.rundir import INVALID_SUFFIX, RESULT_FILE, RunDir
 from benchmark.infra import yamlio
 from benchmark.infra.errors import SeqbenchError, user_message
-from benchmark.infra.fileio import (
-    DiskFull,
-    LockHeld,
-    atomic_write_text,
-    disk_full_error,
-    exclusive_lock,
-    file_digest,
-    is_disk_full,
-)
+from benchmark.infra.fileio import DiskFull, LockHeld, disk_full_error, file_digest, is_disk_full
 
 if TYPE_CHECKING:
     import torch
 
+    from benchmark.core.train import TrainSummary
     from benchmark.data.base import SequenceDataset
     from benchmark.infra import distributed
+    from methods.contract import Method
 
 # torch and everything that imports it are imported inside the functions that train, so that
 # `--help` and errors in the command line answer at once (tests/test_cli_startup.py checks it).
-# benchmark.infra.fileio (atomic writes, locks) imports no torch.
-CONFIG_FILE = "config.yaml"
-LOCK_FILE = ".lock"  # held (fcntl.flock) by the process running the run; says "host, pid"
-INVALID_SUFFIX = ".invalid"  # an unreadable result.json is kept as result.json.invalid when the run re-runs
+# benchmark.core.rundir (the run directory: files, lock, records) imports no torch.
 EXIT_CODES = {"complete": 0, "skipped": 0, "diverged": 3, "locked": 4, "interrupted": 75}
 EXIT_BAD_INPUT, EXIT_DISK_FULL, EXIT_ABORTED = 2, 74, 130
 
@@ -173,19 +163,56 @@ def run_one(cfg: RunConfig, force: bool = False, stop_requested: Callable[[], bo
     if another process holds it (status "locked" after that). ``source_of`` (dotted key -> where it was
     set; ``registry.resolve_with_sources``) lets the data-fit errors name the file or flag to change.
     """
-    from benchmark.core.results import RESULT_FILE, check_result
     from benchmark.infra import distributed
 
-    out = run_dir(cfg)
+    rd = RunDir.of(cfg)
     if not force:
-        record, why = check_result(out)
+        record, why = rd.check_result()
         if record is not None:
-            return _finished(cfg, out, record, log)
+            return _finished(cfg, rd, record, log)
         if why:
-            log(f"note: {why} in {out}: the run is not done and runs again (from its checkpoint, if any); "
+            log(f"note: {why} in {rd.path}: the run is not done and runs again (from its checkpoint, if any); "
                 f"the unreadable file is kept as {RESULT_FILE}{INVALID_SUFFIX}")
     with distributed.session(cfg.device) as (env, device):
-        return _run(cfg, out, env, device, force, stop_requested, log, lock_wait_s, source_of)
+        run = _Attempt(cfg, rd, env, device, stop_requested, log if env.is_main else _silent)
+        try:
+            data = run.prepare_data(source_of)  # before the run directory exists: a failure leaves nothing
+        except StopRequested as e:
+            return run.stopped(f"stopped by {e} while preparing the data, before the run started; nothing was "
+                               f"written")
+        with contextlib.ExitStack() as held:
+            early = distributed.from_main(lambda: run.claim(held, force, lock_wait_s))  # the others wait for it
+            if early is not None:
+                return early
+            summary = run.pretrain(data)
+            if summary.diverged is not None:
+                return run.diverged(summary.diverged)
+            if summary.interrupted:
+                return run.interrupted(summary)
+            if not env.is_main:
+                return RunOutcome(rd.path, "complete", None)  # rank 0 evaluates and writes the result
+            try:
+                with _immediate(stop_requested):  # a stop here exits at once: nothing is written before the end
+                    return run.probe(data, summary)
+            except StopRequested as e:
+                msg = (f"stopped by {e} during the probes; training is finished (checkpoint at step "
+                       f"{summary.steps}), so the same command only re-runs the probes")
+                return run.stopped(msg, f"interrupted during the probes; {msg}")
+
+
+def _silent(msg: str) -> None:
+    """The log of ranks > 0: rank 0 speaks for the run."""
+
+
+@dataclass
+class _Data:
+    """What a run trains and probes on: the method, the three splits and their digests."""
+
+    method: Method
+    train: SequenceDataset
+    probe_train: SequenceDataset
+    probe_val: SequenceDataset
+    digests: dict[str, str]
 
 
 def _build(cfg: RunConfig, built: tuple | None = None) -> tuple:
@@ -227,12 +254,12 @@ def _digest_diff(old: dict, new: dict) -> list[str]:
             for k, v in sorted(new.items()) if old.get(k) != v]
 
 
-def _finished(cfg: RunConfig, out: Path, record: dict, log: Callable[[str], None]) -> RunOutcome:
+def _finished(cfg: RunConfig, rd: RunDir, record: dict, log: Callable[[str], None]) -> RunOutcome:
     what = "already finished"
     if record["status"] == "diverged":
         d = record["divergence"]
         what = f"already finished: diverged at step {d.get('step')} ({d.get('what')})"
-    log(f"{what}: {out} (use --force to re-run)")
+    log(f"{what}: {rd.path} (use --force to re-run)")
     recorded = (record.get("provenance") or {}).get("data_digests")
     if isinstance(recorded, dict) and recorded:
         try:
@@ -244,169 +271,131 @@ def _finished(cfg: RunConfig, out: Path, record: dict, log: Callable[[str], None
         if diff:
             log(f"WARNING: this result was computed on other data: {'; '.join(diff)}. It does not describe "
                 f"the current split/saliency files; re-run with --force to replace it, or use another --out")
-    return RunOutcome(out, "skipped", record, what)
+    return RunOutcome(rd.path, "skipped", record, what)
 
 
-def _prepare(cfg: RunConfig, out: Path, force: bool, log: Callable[[str], None]) -> RunOutcome | None:
-    """Rank 0, under the lock: re-check "done", clear a forced run, keep a bad result, write config.yaml."""
-    from benchmark.core.results import RESULT_FILE, check_result
-    from benchmark.core.train import CHECKPOINT, LOG
+class _Attempt:
+    """One start of a run in this process (one rank of it under data parallelism): the steps of
+    :func:`run_one`, sharing the config, the run directory, the device and the provenance collected."""
 
-    record, why = check_result(out)
-    if record is not None and not force:
-        return RunOutcome(out, "skipped", record, "finished by another process meanwhile")
-    if force:
-        for f in (RESULT_FILE, CHECKPOINT, LOG):
-            (out / f).unlink(missing_ok=True)
-    elif why:
-        os.replace(out / RESULT_FILE, out / f"{RESULT_FILE}{INVALID_SUFFIX}")
-    _check_config_file(out / CONFIG_FILE, cfg, force, log)
-    atomic_write_text(out / CONFIG_FILE, yamlio.dump(to_dict(cfg)), "config")
-    return None
+    def __init__(self, cfg: RunConfig, rd: RunDir, env: distributed.DistEnv, device: torch.device,
+                 stop_requested: Callable[[], bool] | None, log: Callable[[str], None]) -> None:
+        self.cfg, self.rd, self.env, self.device, self.log = cfg, rd, env, device, log
+        self.stop_requested = stop_requested
+        self.start, self.t0 = "", 0.0  # set when training starts (provenance: start time, wall time)
+        self.extra: dict = {}  # provenance entries of result.json beyond benchmark.core.results.provenance
 
+    def prepare_data(self, source_of: Callable[[str], str] | None) -> _Data:
+        """Build the method and the data, after checking what the config and the dataset's metadata can tell
+        (before any data is rendered or decoded). A stop request raises StopRequested at once (one process)."""
+        import torch
 
-def _check_config_file(path: Path, cfg: RunConfig, force: bool, log: Callable[[str], None]) -> None:
-    """config.yaml records the run's settings and is never read back: a hand edit is refused, not lost."""
-    if force or not path.is_file():
-        return
-    fix = (f"seqbench writes config.yaml to record a run's settings and never reads it back, so an edit there "
-           f"does not change the run; it was left as it is. Pass other settings with --set KEY=VALUE or --config "
-           f"FILE (they get their own run directory); to discard the edit, delete {path} (or re-run with --force "
-           f"to start the run over)")
-    try:
-        old = yamlio.load(path.read_text())
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
-        raise SeqbenchError(f"{path} cannot be read ({type(e).__name__}); {fix}") from None
-    new = json.loads(json.dumps(to_dict(cfg)))
-    if not isinstance(old, dict):
-        raise SeqbenchError(f"{path} does not hold a config mapping; {fix}")
-    diff = config_diff(semantic(old), semantic(new), "config.yaml", "this command")
-    if diff:
-        more = f" (+{len(diff) - 8} more)" if len(diff) > 8 else ""
-        raise SeqbenchError(f"{path} differs from this command's config in {'; '.join(diff[:8])}{more}. {fix}")
-    other = config_diff(old, new, "config.yaml", "now")
-    if other:
-        log(f"config.yaml updated in fields that do not change the run: {'; '.join(other)}")
+        from benchmark.data import preflight
+        from benchmark.data.base import available_cpus, loader_workers
 
-
-def _run(cfg: RunConfig, out: Path, env: distributed.DistEnv, device: torch.device, force: bool,
-         stop_requested: Callable[[], bool] | None, log: Callable[[str], None], lock_wait_s: float,
-         source_of: Callable[[str], str] | None = None) -> RunOutcome:
-    import torch
-
-    from benchmark.data import preflight
-    from benchmark.data.base import available_cpus, loader_workers
-    from benchmark.infra import distributed
-
-    if not env.is_main:
-        log = lambda msg: None  # rank 0 speaks for the run
-    torch.manual_seed(cfg.seed)
-    # Under DDP every rank must reach the same collectives: no stop before training starts.
-    setup = _immediate(stop_requested, poll=False) if env.world_size == 1 else contextlib.nullcontext()
-    try:
-        with setup:
+        cfg = self.cfg
+        torch.manual_seed(cfg.seed)
+        # Under DDP every rank must reach the same collectives: no stop before training starts.
+        single = self.env.world_size == 1
+        with _immediate(self.stop_requested, poll=False) if single else contextlib.nullcontext():
             built = build_method(cfg)
-            # What the config and the dataset's metadata can tell, before any data is rendered or decoded
-            # and before the run directory exists: a failure here leaves nothing behind.
             sizes = dataset_entry(cfg.dataset).sizes
             if sizes is not None:
                 views = built[0].views_needed(cfg.data.seq_len)
-                preflight.check(cfg, sizes(cfg), views, env.world_size, source_of)
-            log(f"DataLoader workers: {loader_workers(cfg.data.num_workers)} (data.num_workers="
-                f"{cfg.data.num_workers}, {available_cpus()} CPU cores available to this process) for training, "
-                f"the probes and cache builds")
+                preflight.check(cfg, sizes(cfg), views, self.env.world_size, source_of)
+            self.log(f"DataLoader workers: {loader_workers(cfg.data.num_workers)} (data.num_workers="
+                     f"{cfg.data.num_workers}, {available_cpus()} CPU cores available to this process) for "
+                     f"training, the probes and cache builds")
             method, train_ds, probe_train, probe_val = _build(cfg, built)
-            digests = data_digests(train_ds, probe_train, probe_val)
-    except StopRequested as e:
-        msg = f"stopped by {e} while preparing the data, before the run started; nothing was written"
-        log(msg)
-        return RunOutcome(out, "interrupted", None, msg)
-    with contextlib.ExitStack() as held:
-        def lock_and_prepare() -> RunOutcome | None:
-            try:
-                held.enter_context(exclusive_lock(out / LOCK_FILE, f"run {out}", lock_wait_s, log))
-            except LockHeld as e:
-                return RunOutcome(out, "locked", None, str(e))
-            return _prepare(cfg, out, force, log)
+            return _Data(method, train_ds, probe_train, probe_val, data_digests(train_ds, probe_train, probe_val))
 
-        early = distributed.from_main(lock_and_prepare)  # the other ranks wait for rank 0's folder
-        if early is not None:
-            if early.status == "skipped":
-                log(f"already finished: {out} ({early.message})")
-            return early
-        return _train_and_probe(cfg, out, env, device, stop_requested, log, method, train_ds, probe_train,
-                                probe_val, digests)
+    def claim(self, held: contextlib.ExitStack, force: bool, lock_wait_s: float) -> RunOutcome | None:
+        """Rank 0: lock the run directory (held until ``held`` closes) and start it there
+        (:meth:`RunDir.start`); an outcome if the run is locked or was finished meanwhile."""
+        try:
+            held.enter_context(self.rd.lock(f"run {self.rd.path}", lock_wait_s, self.log))
+        except LockHeld as e:
+            return RunOutcome(self.rd.path, "locked", None, str(e))
+        record = self.rd.start(self.cfg, force, self.log)
+        if record is None:
+            return None
+        self.log(f"already finished: {self.rd.path} (finished by another process meanwhile)")
+        return RunOutcome(self.rd.path, "skipped", record, "finished by another process meanwhile")
 
+    def pretrain(self, data: _Data) -> TrainSummary:
+        """Pre-train (resuming from the checkpoint, if any); ``train.epochs = 0`` trains nothing."""
+        from benchmark.core import fastpath
+        from benchmark.core.results import now
+        from benchmark.core.train import TrainSummary, train
+        from benchmark.data.base import loader_workers
+        from benchmark.infra import distributed
+        from benchmark.probes.online import OnlineProbes
 
-def _train_and_probe(cfg, out, env, device, stop_requested, log, method, train_ds, probe_train, probe_val,
-                     digests) -> RunOutcome:
-    from benchmark.core import fastpath
-    from benchmark.core.results import now, provenance, read_result, write_result
-    from benchmark.core.train import check_probe_features, train
-    from benchmark.data.base import loader_workers
-    from benchmark.infra import distributed
-    from benchmark.probes.online import OnlineProbes
-    from benchmark.probes.suite import evaluate
+        cfg, device = self.cfg, self.device
+        self.start, self.t0 = now(), time.perf_counter()
+        self.log(f"run directory: {self.rd.path}")
+        self.extra = {"dataset_note": data.train.label_note or None,
+                      "amp_bf16": cfg.train.amp and device.type == "cuda",
+                      "dataloader_workers": loader_workers(cfg.data.num_workers), "data_digests": data.digests,
+                      **fastpath.provenance(cfg, device), **distributed.provenance(cfg.train.sync_bn, device)}
+        if cfg.train.epochs == 0:
+            self.log("train.epochs = 0: evaluating the randomly initialised encoder (no pre-training)")
+            self.extra.update(train_steps=0, train_total_steps=0, resumes=0, segments=[])
+            return TrainSummary(0, 0, 0, None, None)  # type: ignore[arg-type] - no loss, no images/s
+        online = (OnlineProbes(data.method, cfg, data.probe_train, data.probe_val, device)
+                  if cfg.train.online_probe_every and self.env.is_main else None)
+        summary = train(cfg, data.method, data.train, self.rd.path, device, self.stop_requested, online,
+                        data=data.digests, log=self.log)
+        self.extra.update(train_steps=summary.steps, train_total_steps=summary.total_steps,
+                          resumes=max(0, len(summary.segments) - 1), segments=summary.segments)
+        return summary
 
-    start, t0 = now(), time.perf_counter()
-    log(f"run directory: {out}")
-    workers = loader_workers(cfg.data.num_workers)  # logged in _run
-    extra = {"dataset_note": train_ds.label_note or None, "amp_bf16": cfg.train.amp and device.type == "cuda",
-             "dataloader_workers": workers, "data_digests": digests, **fastpath.provenance(cfg, device),
-             **distributed.provenance(cfg.train.sync_bn, device)}
-    if cfg.train.epochs > 0:
-        online = (OnlineProbes(method, cfg, probe_train, probe_val, device)
-                  if cfg.train.online_probe_every and env.is_main else None)
-        summary = train(cfg, method, train_ds, out, device, stop_requested, online, data=digests, log=log)
-        extra.update(train_steps=summary.steps, train_total_steps=summary.total_steps,
-                     resumes=max(0, len(summary.segments) - 1), segments=summary.segments)
-        if summary.diverged is not None:
-            return _diverged(cfg, out, env, device, start, t0, summary.diverged, extra, log)
-        if summary.interrupted:
-            msg = (f"stopped by {_reason(stop_requested)} at step {summary.steps}/{summary.total_steps}; checkpoint "
-                   f"saved at that step in {out}; the same command resumes the run")
-            log(f"interrupted at step {summary.steps}/{summary.total_steps}; checkpoint saved in {out}")
-            return RunOutcome(out, "interrupted", None, msg)
-        train_info = {"train_loss_final": summary.final_loss, "images_per_s": summary.images_per_s}
-    else:
-        log("train.epochs = 0: evaluating the randomly initialised encoder (no pre-training)")
-        extra.update(train_steps=0, train_total_steps=0, resumes=0, segments=[])
-        train_info = {"train_loss_final": None, "images_per_s": None}
-    if not env.is_main:
-        return RunOutcome(out, "complete", None)  # rank 0 evaluates and writes the result
-    try:
-        with _immediate(stop_requested):  # a stop here exits at once: the probes write nothing before the end
-            lens = sorted({cfg.eval_seq_len, *cfg.probe.eval_seq_lens})
-            bad = check_probe_features(method.to(device), probe_val, lens, device)
-            if bad is not None:
-                return _diverged(cfg, out, env, device, start, t0, {**bad, "step": extra["train_steps"]}, extra,
-                                 log)
-            metrics = evaluate(method.to(device), cfg, probe_train, probe_val, device)
-    except StopRequested as e:
-        msg = (f"stopped by {e} during the probes; training is finished (checkpoint at step "
-               f"{extra['train_steps']}), so the same command only re-runs the probes")
-        log(f"interrupted during the probes; {msg}")
-        return RunOutcome(out, "interrupted", None, msg)
-    metrics.update(train_info)
-    path = write_result(out, cfg, metrics, provenance(device, start, time.perf_counter() - t0, extra))
-    log(f"wrote {path}")
-    return RunOutcome(out, "complete", read_result(out))
+    def probe(self, data: _Data, summary: TrainSummary) -> RunOutcome:
+        """Rank 0: check the probe features for NaN/inf, run the probes, write result.json."""
+        from benchmark.core.divergence import check_probe_features
+        from benchmark.probes.suite import evaluate
 
+        cfg, method = self.cfg, data.method.to(self.device)
+        lens = sorted({cfg.eval_seq_len, *cfg.probe.eval_seq_lens})
+        bad = check_probe_features(method, data.probe_val, lens, self.device)
+        if bad is not None:
+            return self.diverged({**bad, "step": summary.steps})
+        metrics = evaluate(method, cfg, data.probe_train, data.probe_val, self.device)
+        metrics.update(train_loss_final=summary.final_loss, images_per_s=summary.images_per_s)
+        path = self.rd.write_result(cfg, metrics, self._provenance())
+        self.log(f"wrote {path}")
+        return RunOutcome(self.rd.path, "complete", self.rd.read_result())
 
-def _diverged(cfg, out, env, device, start, t0, div: dict, extra: dict, log) -> RunOutcome:
-    from benchmark.core.results import RESULT_FILE, provenance, read_result, write_result
+    def diverged(self, div: dict) -> RunOutcome:
+        """result.json with status "diverged" (rank 0) and the outcome that explains it."""
+        kept = ("the checkpoint keeps the last finite step" if div["what"] != "probe features" else
+                "the checkpoint holds the final (finite but useless) weights")
+        msg = (f"{self.cfg.method} diverged at step {div['step']} ({div['what']}: {div['detail']}). result.json "
+               f"records status \"diverged\" with no metrics, and the aggregator lists the run in coverage.md, not "
+               f"in the tables; {kept}. Lower the learning rate (--set train.lr=...) or check the data; --force "
+               f"re-runs this config")
+        if not self.env.is_main:
+            return RunOutcome(self.rd.path, "diverged", None, msg)
+        path = self.rd.write_divergence(self.cfg, self._provenance(), div)
+        self.log(f"wrote {path} (status diverged)")
+        return RunOutcome(self.rd.path, "diverged", self.rd.read_result(), msg)
 
-    kept = ("the checkpoint keeps the last finite step" if div["what"] != "probe features" else
-            "the checkpoint holds the final (finite but useless) weights")
-    msg = (f"{cfg.method} diverged at step {div['step']} ({div['what']}: {div['detail']}). result.json records "
-           f"status \"diverged\" with no metrics, and the aggregator lists the run in coverage.md, not in the "
-           f"tables; {kept}. Lower the learning rate (--set train.lr=...) or check the data; --force re-runs "
-           f"this config")
-    if not env.is_main:
-        return RunOutcome(out, "diverged", None, msg)
-    write_result(out, cfg, {}, provenance(device, start, time.perf_counter() - t0, extra), "diverged", div)
-    log(f"wrote {out / RESULT_FILE} (status diverged)")
-    return RunOutcome(out, "diverged", read_result(out), msg)
+    def interrupted(self, summary: TrainSummary) -> RunOutcome:
+        """A stop request ended training; the checkpoint is at the step it ended at."""
+        at = f"step {summary.steps}/{summary.total_steps}"
+        return self.stopped(f"stopped by {_reason(self.stop_requested)} at {at}; checkpoint saved at that step in "
+                            f"{self.rd.path}; the same command resumes the run",
+                            f"interrupted at {at}; checkpoint saved in {self.rd.path}")
+
+    def stopped(self, msg: str, said: str | None = None) -> RunOutcome:
+        """The outcome of a stop request; ``said`` (default ``msg``) goes to the log."""
+        self.log(said or msg)
+        return RunOutcome(self.rd.path, "interrupted", None, msg)
+
+    def _provenance(self) -> dict:
+        from benchmark.core.results import provenance
+
+        return provenance(self.device, self.start, time.perf_counter() - self.t0, self.extra)
 
 
 # ---------------------------------------------------------------------------------------- CLI

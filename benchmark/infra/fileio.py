@@ -153,8 +153,6 @@ def exclusive_lock(path: str | Path, what: str, wait_s: float = 0.0,
     locking that the path still names the file it locked, and starts over if not. On a filesystem
     without locks (``ENOLCK``) the block runs unlocked after a warning through ``on_wait``.
     """
-    import fcntl
-
     path = Path(path)
     created = [d for d in (path.parent, *path.parent.parents) if not d.exists()]  # removed again if left empty
     try:
@@ -162,6 +160,32 @@ def exclusive_lock(path: str | Path, what: str, wait_s: float = 0.0,
     except PermissionError as e:
         raise SeqbenchError(f"cannot create {e.filename or path.parent}: permission denied; choose a folder you "
                             f"can write to (--out)") from None
+    fd = _acquire(path, what, wait_s, on_wait)
+    if fd is None:  # no lock support on this filesystem
+        yield
+        return
+    try:
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{holder_text()}, since {time.strftime('%Y-%m-%dT%H:%M:%S')}\n".encode())
+        yield
+    finally:
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+        os.close(fd)  # releases the flock
+        for d in created:  # deepest first: a block that wrote nothing leaves no empty folders behind
+            try:
+                d.rmdir()
+            except OSError:
+                break
+
+
+def _acquire(path: Path, what: str, wait_s: float, on_wait: Callable[[str], None] | None) -> int | None:
+    """An open descriptor of ``path`` holding its flock (waiting up to ``wait_s`` s for another holder), or
+    None, after a warning, where the filesystem has no locks."""
+    import fcntl
+
     deadline = time.monotonic() + wait_s
     said = False
     while True:
@@ -189,31 +213,14 @@ def exclusive_lock(path: str | Path, what: str, wait_s: float = 0.0,
             if on_wait is not None:
                 on_wait(f"warning: cannot lock {path} ({e.strerror}); two processes running {what} at once "
                         f"would not be detected")
-            yield
-            return
+            return None
         try:
             same = os.fstat(fd).st_ino == os.stat(path).st_ino
         except FileNotFoundError:
             same = False
-        if not same:  # the previous holder removed the file between our open and our lock
-            os.close(fd)
-            continue
-        break
-    try:
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{holder_text()}, since {time.strftime('%Y-%m-%dT%H:%M:%S')}\n".encode())
-        yield
-    finally:
-        try:
-            os.unlink(path)
-        except OSError:
-            pass
-        os.close(fd)  # releases the flock
-        for d in created:  # deepest first: a block that wrote nothing leaves no empty folders behind
-            try:
-                d.rmdir()
-            except OSError:
-                break
+        if same:
+            return fd
+        os.close(fd)  # the previous holder removed the file between our open and our lock: start over
 
 
 def _read_holder(path: Path) -> str:

@@ -25,6 +25,7 @@ from typing import Any
 import pandas as pd
 import yaml
 
+from benchmark.core.rundir import CONFIG_FILE, RESULT_FILE, RunDir
 from benchmark.infra import yamlio
 from benchmark.reporting import tables as T
 from benchmark.reporting.tables import Problem
@@ -109,10 +110,10 @@ def _parse(path: Path) -> tuple[dict[str, Any] | None, str]:
 
 def _partial(run_dir: Path) -> Problem:
     """Describe a run directory that has a config but no result (interrupted or still running)."""
-    log = run_dir / "log.jsonl"
+    log = RunDir(run_dir).log
     steps = sum(1 for line in log.read_text().splitlines() if line.strip()) if log.exists() else 0
     try:
-        cfg = yamlio.load((run_dir / "config.yaml").read_text()) or {}
+        cfg = yamlio.load(RunDir(run_dir).config.read_text()) or {}
         seq_len = (cfg.get("data") or {}).get("seq_len")
         what = f"{cfg.get('method')} {cfg.get('dataset')} L{seq_len} seed {cfg.get('seed')}"
     except (yaml.YAMLError, AttributeError, OSError):
@@ -123,7 +124,7 @@ def _partial(run_dir: Path) -> Problem:
 def load_runs(runs_dir: Path) -> tuple[pd.DataFrame, list[Problem]]:
     """Every result.json under `runs_dir` -> (one row per valid run, problems found on the way)."""
     rows, problems = [], []
-    for path in sorted(runs_dir.rglob("result.json")):
+    for path in sorted(runs_dir.rglob(RESULT_FILE)):
         row, why = _parse(path)
         if row is None:
             problems.append(Problem("diverged" if why.startswith("diverged") else "skipped", str(path), why))
@@ -131,8 +132,8 @@ def load_runs(runs_dir: Path) -> tuple[pd.DataFrame, list[Problem]]:
             rows.append(row)
             problems += [Problem("nonfinite", str(path), f"{k} is NaN/inf/null or not a number")
                          for k in row["nan_metrics"]]
-    for cfg in sorted(runs_dir.rglob("config.yaml")):
-        if not (cfg.parent / "result.json").exists():
+    for cfg in sorted(runs_dir.rglob(CONFIG_FILE)):
+        if not RunDir(cfg.parent).result.exists():
             problems.append(_partial(cfg.parent))
     runs = pd.DataFrame(rows)
     if not runs.empty:

@@ -35,6 +35,7 @@ from torch import Tensor
 
 from benchmark.config import RunConfig, from_dict
 from benchmark.core.registry import build_method
+from benchmark.core.rundir import CHECKPOINT_FILE, CONFIG_FILE
 from benchmark.infra import yamlio
 from benchmark.infra.errors import DataError, SeqbenchError
 from methods.contract import Method
@@ -49,7 +50,6 @@ LAYOUTS = {
     "seqbench": "a seqbench run directory or its checkpoint.pt ({'model': {'encoder.conv1.weight': ...}, "
                 "'config': ...})",
 }
-CHECKPOINT_FILE, CONFIG_FILE = "checkpoint.pt", "config.yaml"  # written by benchmark.core.train / benchmark.core.runner
 # conv1 kernel -> stem, per layout: solo-learn's CIFAR conv1 pads by 2, ours (and our exports) by 1.
 STEMS: dict[str, dict[int, Stem]] = {
     "solo-learn": {7: "imagenet", 3: "solo-cifar"},

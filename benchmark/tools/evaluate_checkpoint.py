@@ -14,7 +14,6 @@ on another dataset only ``data.seq_len`` and ``data.latent_type`` (what its mode
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from dataclasses import replace
@@ -22,24 +21,17 @@ from pathlib import Path
 
 import torch
 
-from benchmark.config import Overrides, RunConfig, layer, layered_overrides, run_dir, stack, to_dict
+from benchmark.config import Overrides, RunConfig, layer, layered_overrides, stack, to_dict
 from benchmark.core.registry import DATASETS, dataset_entry
 from benchmark.core.resolve import resolve
-from benchmark.core.results import RESULT_FILE, check_result, now, provenance, read_result, write_result
-from benchmark.core.runner import (
-    CONFIG_FILE,
-    EXIT_CODES,
-    FLAG_NAMES,
-    INVALID_SUFFIX,
-    LOCK_FILE,
-    RunOutcome,
-    pick_device,
-)
+from benchmark.core.results import now, provenance
+from benchmark.core.rundir import RunDir
+from benchmark.core.runner import EXIT_CODES, FLAG_NAMES, RunOutcome, pick_device
 from benchmark.data import preflight
 from benchmark.data.base import available_cpus, loader_workers
 from benchmark.infra import yamlio
 from benchmark.infra.errors import ConfigError, SeqbenchError, user_message
-from benchmark.infra.fileio import LockHeld, atomic_write_text, exclusive_lock
+from benchmark.infra.fileio import LockHeld
 from benchmark.probes.suite import evaluate
 from benchmark.tools.checkpoint_formats import FORMATS, LoadedCheckpoint, load
 from methods.contract import Method
@@ -87,13 +79,13 @@ def build_model(ck: LoadedCheckpoint, cfg: RunConfig) -> Method:
 
 def evaluate_checkpoint(ck: LoadedCheckpoint, cfg: RunConfig, force: bool = False, log=print) -> RunOutcome:
     """Probe ``ck`` under ``cfg`` and write result.json (skipped if it exists, unless ``force``)."""
-    out = run_dir(cfg)
-    record, why = check_result(out)
+    rd = RunDir.of(cfg)
+    record, why = rd.check_result()
     if not force and record is not None:
-        log(f"already evaluated: {out} (use --force to re-run)")
-        return RunOutcome(out, "skipped", record)
+        log(f"already evaluated: {rd.path} (use --force to re-run)")
+        return RunOutcome(rd.path, "skipped", record)
     if why:
-        log(f"note: {why} in {out}: not done; evaluating again")
+        log(f"note: {why} in {rd.path}: not done; evaluating again")
     device = pick_device(cfg.device)
     torch.manual_seed(cfg.seed)
     method = build_model(ck, cfg)
@@ -113,17 +105,17 @@ def evaluate_checkpoint(ck: LoadedCheckpoint, cfg: RunConfig, force: bool = Fals
         raise SeqbenchError(f"{ck.path} was trained with {want}-d actions but {cfg.dataset} with "
                             f"data.latent_type={cfg.data.latent_type} gives {probe_train.action_dim}-d ones; "
                             f"use the training run's: --set data.latent_type={trained}")
-    with exclusive_lock(out / LOCK_FILE, f"evaluation {out}"):  # one evaluation of a run directory at a time
-        return _evaluate_locked(ck, cfg, method, probe_train, probe_val, device, out, log)
+    with rd.lock(f"evaluation {rd.path}"):  # one evaluation of a run directory at a time
+        return _evaluate_locked(ck, cfg, method, probe_train, probe_val, device, rd, log)
 
 
-def _evaluate_locked(ck, cfg, method, probe_train, probe_val, device, out, log) -> RunOutcome:
-    if check_result(out)[1]:  # an unreadable result.json is kept beside, not overwritten
-        os.replace(out / RESULT_FILE, out / f"{RESULT_FILE}{INVALID_SUFFIX}")
-    atomic_write_text(out / CONFIG_FILE, yamlio.dump(to_dict(cfg)), "config")
+def _evaluate_locked(ck, cfg, method, probe_train, probe_val, device, rd: RunDir, log) -> RunOutcome:
+    if rd.check_result()[1]:  # an unreadable result.json is kept beside, not overwritten
+        rd.set_invalid_aside()
+    rd.write_config(cfg)
     start, t0 = now(), time.perf_counter()
     log(f"evaluating {ck.format} checkpoint {ck.path} ({ck.stem} stem"
-        f"{', full ' + type(method).__name__ if ck.method is not None else ', encoder only'}) -> {out}")
+        f"{', full ' + type(method).__name__ if ck.method is not None else ', encoder only'}) -> {rd.path}")
     if ck.note:
         log(f"note: {ck.note}")
     metrics = evaluate(method.to(device), cfg, probe_train, probe_val, device)
@@ -132,9 +124,9 @@ def _evaluate_locked(ck, cfg, method, probe_train, probe_val, device, out, log) 
              "rebuilt_method": type(method).__name__ if ck.method is not None else None,
              "checkpoint_note": ck.note or None, "train_steps": 0, "train_total_steps": 0,
              "dataset_note": probe_train.label_note or None}
-    path = write_result(out, cfg, metrics, provenance(device, start, time.perf_counter() - t0, extra))
+    path = rd.write_result(cfg, metrics, provenance(device, start, time.perf_counter() - t0, extra))
     log(f"wrote {path}")
-    return RunOutcome(out, "complete", read_result(out))
+    return RunOutcome(rd.path, "complete", rd.read_result())
 
 
 def build_parser() -> argparse.ArgumentParser:
