@@ -84,7 +84,7 @@ def html_table(table: T.Table) -> dict[str, Any]:
     for r in table.rows:
         cells = []
         for c, x in zip(table.columns, r, strict=True):
-            text = "—" if x is None else (x if isinstance(x, str) else x.md())
+            text = T.cell_text(x)
             kind = "num" if c.kind != "text" else "text"
             ref = isinstance(x, T.Ref) or c.key.endswith(("_paper", "_delta"))
             cells.append((text, f"{kind} ref" if ref else kind))

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -325,9 +325,49 @@ OURS_NOTE = ("ours: mean ± std over seeds (n = runs with a finite value; NaN / 
 ID_LABELS = {"dataset": "dataset", "act_cond": "act. cond.", "seq_len": "M_tr", "eval_seq_len": "M_val"}
 
 
-def metric_table(name: str, title: str, cells: pd.DataFrame, paper: Paper | None, compare_mini: bool,
-                 expected: list[PaperEntry], metrics: Sequence[str], id_cols: Sequence[str],
-                 drop_empty: bool = False) -> Table:
+@dataclass(frozen=True)
+class TableSpec:
+    """One table (or one per dataset) the aggregator writes, as data: which runs are its rows, which metrics
+    its columns, its identity columns and the published rows it lists even when no run matches them.
+
+    Published values are looked up for every row (`Paper.lookup`: table rows, heatmaps, curves); `reference`
+    only names the paper_results.yaml `tables:` key whose rows are listed (as "—") when we have no run.
+    """
+
+    name: str  # file stem; "{dataset}" is replaced by the dataset for a table per dataset
+    title: str  # likewise
+    datasets: str = "all"  # "all": one table over every dataset; a dataset table family: one table per dataset
+    metrics: tuple[str, ...] = MAIN_METRICS
+    id_cols: tuple[str, ...] = ("seq_len", "eval_seq_len")
+    methods: tuple[str, ...] = ()  # only these methods' runs (empty: every method)
+    reference: str = ""  # paper_results.yaml `tables:` key of the published rows listed even without a run
+    keep_empty: bool = False  # keep metric columns that no run or published row fills (the paper's shape)
+    layout: str = "rows"  # rows: one row per cell | by_eval_len: top-1 per M_val; ours / paper / Δ rows per M_tr
+
+
+# Every table the aggregator writes, in output order. A table exists only when some run falls in it.
+TABLES = (
+    # The main table keeps all four columns even when empty: it has the paper's shape.
+    TableSpec("main_{dataset}", "3DIEBench main table ({dataset})", datasets="3diebench", reference="main",
+              keep_empty=True),
+    TableSpec("action_ablation", "Action-conditioning ablation (seq-JEPA with / without act_cond)",
+              methods=("seqjepa",), id_cols=("dataset", "act_cond", "seq_len", "eval_seq_len"), reference="action"),
+    TableSpec("seqlen_ablation", "Sequence-length ablation: top-1 by training (M_tr) and inference (M_val) length",
+              metrics=("top1",), layout="by_eval_len"),
+    TableSpec("{dataset}", "Image dataset {dataset}", datasets="image", metrics=IMAGE_METRICS),
+)
+MINI_TAG = " (mini dataset: not comparable)"
+
+
+def table_family(dataset: str) -> str | None:
+    """The table family a dataset's runs go to: "3diebench" (main table) or "image" (a table of its own)."""
+    if dataset == "3diebench" or dataset.startswith("3diebench-"):
+        return "3diebench"
+    return None if dataset.startswith("3diebench") else "image"
+
+
+def metric_table(spec: TableSpec, name: str, title: str, cells: pd.DataFrame, paper: Paper | None,
+                 compare_mini: bool, expected: list[PaperEntry]) -> Table:
     """Rows = our cells plus published rows we lack; per metric: ours, paper, Δ (paper/Δ only if any)."""
     items, missing = _items(cells.to_dict("records"), expected, compare_mini)
     refs_used: list[Ref] = []
@@ -341,17 +381,17 @@ def metric_table(name: str, title: str, cells: pd.DataFrame, paper: Paper | None
             "seq_len": _dash(ident["seq_len"]),
             "eval_seq_len": _dash(ident["eval_seq_len"]) + ("†" if it.derived_m_val else ""),
         }
-        for metric in metrics:
+        for metric in spec.metrics:
             source = f"{BY_EVAL_LEN}{it.derived_m_val}" if it.derived_m_val and metric == "top1" else metric
             ours = get_stat(it.meta, source) if it.meta else None
             ref = paper.lookup(ident, metric) if paper else None
             refs_used += [ref] if ref else []
             row[metric], row[f"{metric}_paper"], row[f"{metric}_delta"] = ours, ref, delta(ours, ref)
         body.append(row)
-    columns = [Column("method", "Method")] + [Column(k, ID_LABELS[k]) for k in id_cols]
-    for metric in metrics:
+    columns = [Column("method", "Method")] + [Column(k, ID_LABELS[k]) for k in spec.id_cols]
+    for metric in spec.metrics:
         has_ref = any(r[f"{metric}_paper"] is not None for r in body)
-        droppable = (drop_empty and metric != "top1") or metric in OPTIONAL_METRICS
+        droppable = (not spec.keep_empty and metric != "top1") or metric in OPTIONAL_METRICS
         if droppable and not has_ref and all(r[metric] is None for r in body):
             continue
         columns.append(Column(metric, METRIC_LABELS.get(metric, metric), "stat"))
@@ -384,7 +424,8 @@ def heatmap_refs(cell: Mapping[str, Any], paper: Paper | None, compare_mini: boo
     return {v: r for v, r in refs.items() if r}
 
 
-def seqlen_table(seq_cells: pd.DataFrame, paper: Paper | None, compare_mini: bool) -> Table:
+def eval_len_table(spec: TableSpec, name: str, title: str, seq_cells: pd.DataFrame, paper: Paper | None,
+                   compare_mini: bool) -> Table:
     """Top-1 by inference length M_val for each trained M_tr; published heatmap row and Δ beneath ours."""
     lens = eval_lens(seq_cells)
     records = [c for c in seq_cells.to_dict("records") if any(get_stat(c, f"{BY_EVAL_LEN}{v}") for v in lens)]
@@ -407,37 +448,41 @@ def seqlen_table(seq_cells: pd.DataFrame, paper: Paper | None, compare_mini: boo
     sources = dict.fromkeys(r.source for refs in refs_by_row for r in refs.values())
     if sources:
         notes.append("paper: " + "; ".join(paper.sources[s] for s in sources) + ". Δ = ours − paper.")
-    title = "Sequence-length ablation: top-1 by training (M_tr) and inference (M_val) length"
-    return Table("seqlen_ablation", title, columns, body, notes)
+    return Table(name, title, columns, body, notes)
 
 
-def build_tables(cells: pd.DataFrame, seq_cells: pd.DataFrame, paper: Paper | None,
-                 compare_mini: bool) -> list[Table]:
-    """Every table the aggregator writes, in output order: only for datasets (and ablations) with runs."""
-    def table(name: str, title: str, rows: pd.DataFrame, expected: list[PaperEntry], metrics: Sequence[str],
-              id_cols: Sequence[str] = ("seq_len", "eval_seq_len"), drop_empty: bool = True) -> Table:
-        return metric_table(name, title, rows, paper, compare_mini, expected, metrics, id_cols, drop_empty)
+def _selections(spec: TableSpec, frame: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
+    """(dataset or "", the spec's cells) for each table the spec makes from `frame`; none without cells."""
+    if spec.methods:
+        frame = frame[frame["method"].isin(spec.methods)]
+    if frame.empty:
+        return []
+    if spec.datasets == "all":
+        return [("", frame)]
+    return [(d, frame[frame["dataset"] == d]) for d in sorted(set(frame["dataset"]))
+            if table_family(d) == spec.datasets]
 
-    def main(dataset: str) -> Table:
-        pds = paper_dataset(dataset, compare_mini)
-        expected = [e for e in paper.rows("main") if e.ident["dataset"] == pds] if paper and pds else []
-        tag = " (mini dataset: not comparable)" if dataset.endswith("-mini") and pds else ""
-        # The main table keeps all four columns even when empty: it has the paper's shape.
-        return table(f"main_{dataset}", f"3DIEBench main table ({dataset}){tag}",
-                     cells[cells["dataset"] == dataset], expected, MAIN_METRICS, drop_empty=False)
 
-    datasets = sorted(set(cells["dataset"]))
-    tables = [main(d) for d in datasets if d == "3diebench" or d.startswith("3diebench-")]
-    seqjepa = cells[cells["method"] == "seqjepa"]
-    if not seqjepa.empty:
-        ran = {paper_dataset(d, compare_mini) for d in seqjepa["dataset"]}
-        expected = [e for e in paper.rows("action") if e.ident["dataset"] in ran] if paper else []
-        tables.append(table("action_ablation", "Action-conditioning ablation (seq-JEPA with / without act_cond)",
-                            seqjepa, expected, MAIN_METRICS, ("dataset", "act_cond", "seq_len", "eval_seq_len")))
-    seqlen = seqlen_table(seq_cells, paper, compare_mini)
-    tables += [seqlen] if seqlen.rows else []
-    tables += [table(d, f"Image dataset {d}", cells[cells["dataset"] == d], [], IMAGE_METRICS)
-               for d in datasets if not d.startswith("3diebench")]
+def build_tables(cells: pd.DataFrame, seq_cells: pd.DataFrame, paper: Paper | None, compare_mini: bool,
+                 specs: Sequence[TableSpec] = TABLES) -> list[Table]:
+    """Every table of `specs`, in order, each only when some run falls in it.
+
+    `cells` are the per-cell stats; `seq_cells` the same pooled over the headline M_val (by_eval_len layout).
+    """
+    tables = []
+    for spec in specs:
+        frame = seq_cells if spec.layout == "by_eval_len" else cells
+        for dataset, rows in _selections(spec, frame):
+            ran = {paper_dataset(d, compare_mini) for d in rows["dataset"]}
+            expected = [e for e in paper.rows(spec.reference) if e.ident["dataset"] in ran] \
+                if paper and spec.reference else []
+            mini = dataset.endswith("-mini") and paper_dataset(dataset, compare_mini) is not None
+            name, title = spec.name.format(dataset=dataset), spec.title.format(dataset=dataset) + MINI_TAG * mini
+            if spec.layout == "by_eval_len":
+                table = eval_len_table(spec, name, title, rows, paper, compare_mini)
+            else:
+                table = metric_table(spec, name, title, rows, paper, compare_mini, expected)
+            tables += [table] if table.rows else []
     return tables
 
 
@@ -454,25 +499,29 @@ def _tex_escape(text: str) -> str:
     return text
 
 
-def _render(cell: Cell, fmt: Callable[[Stat | Ref], str], dash: str) -> str:
+LATEX_STYLES = ("annotated", "paper")
+
+
+def cell_text(cell: Cell, style: str = "md") -> str:
+    """One cell as text: style "md" (Markdown and report.html), or a LaTeX style of LATEX_STYLES.
+
+    LaTeX "annotated" writes ``$mean \\pm std$ (n=...)`` in our cells, "paper" ``$mean \\pm std$`` only.
+    """
+    if style == "md":
+        return "—" if cell is None else (cell if isinstance(cell, str) else cell.md())
     if cell is None:
-        return dash
-    return cell if isinstance(cell, str) else fmt(cell)
+        return "---"
+    if isinstance(cell, str):
+        return _tex_escape(cell)
+    return cell.tex_paper() if style == "paper" and isinstance(cell, Stat) else cell.tex()
 
 
 def to_markdown(table: Table) -> str:
     header = "| " + " | ".join(c.label for c in table.columns) + " |"
     rule = "|" + "|".join("---" if c.kind == "text" else "---:" for c in table.columns) + "|"
-    rows = ["| " + " | ".join(_render(x, lambda v: v.md(), "—") for x in r) + " |" for r in table.rows]
+    rows = ["| " + " | ".join(cell_text(x) for x in r) + " |" for r in table.rows]
     notes = [f"- {n}" for n in table.notes]
     return "\n".join([GENERATED_MD, f"## {table.title}", "", header, rule, *rows, "", *notes]) + "\n"
-
-
-LATEX_STYLES = ("annotated", "paper")
-
-
-def _tex_cell(value: Stat | Ref, style: str) -> str:
-    return value.tex_paper() if style == "paper" and isinstance(value, Stat) else value.tex()
 
 
 def to_latex(table: Table, style: str = "annotated") -> str:
@@ -485,8 +534,7 @@ def to_latex(table: Table, style: str = "annotated") -> str:
         raise ValueError(f"unknown LaTeX style {style!r}; choose one of {', '.join(LATEX_STYLES)}")
     spec = "".join("l" if c.kind == "text" else "r" for c in table.columns)
     head = " & ".join(_tex_escape(c.label) for c in table.columns) + r" \\"
-    rows = [" & ".join(_tex_escape(x) if isinstance(x, str) else _render(x, lambda v: _tex_cell(v, style), "---")
-                       for x in r) + r" \\" for r in table.rows]
+    rows = [" & ".join(cell_text(x, style) for x in r) + r" \\" for r in table.rows]
     lines = [f"% {GENERATED}", f"% {table.title}", rf"\begin{{tabular}}{{{spec}}}", r"\toprule", head,
              r"\midrule", *rows, r"\bottomrule", r"\end{tabular}", *(f"% {n}" for n in table.notes)]
     return "\n".join(lines) + "\n"
