@@ -64,7 +64,7 @@ def _nonfinite(key: str, value: Any) -> bool:
     """NaN, inf, null (a strict JSON writer's NaN), or a table metric that is not a number at all."""
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return True
-    table_metric = key in T.METRIC_LABELS or key.startswith(T.BY_EVAL_LEN)
+    table_metric = key in T.METRIC_LABELS or key in T.VIEW_KEYS or key.startswith(T.BY_EVAL_LEN)
     return table_metric and (isinstance(value, bool) or not isinstance(value, int | float))
 
 
