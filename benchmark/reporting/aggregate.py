@@ -3,7 +3,7 @@
     python -m benchmark.aggregate [--runs results/runs] [--out results/] [--no-plots] [--no-paper]
                                   [--latex paper] [--title TEXT]
 
-Pipeline (pure functions; no torch, so it runs anywhere in a second):
+Pipeline (pure functions; torch only to read each method class's family and label, through the registry):
 glob ``**/result.json`` -> one DataFrame row per run (`load_runs`) -> cells = runs that share their
 configuration except the seed (`assign_cells`, `drop_duplicates`) -> mean/std/n per cell (`cell_stats`)
 -> tables (`benchmark.reporting.tables`) and figures (`benchmark.reporting.plots`) -> report.html, all of it on one
