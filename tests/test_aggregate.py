@@ -51,7 +51,7 @@ EXPECTED_MAIN = """\
 - note: same as ContextSSL's own paper (80.4, 0.744): probably copied, not re-run (uncertain)
 - note: the 3DIEBench heatmap shows 85.3 for this cell; Table 1 says 86.14 (discrepancy in the paper)
 - †: top-1 at this M_val is read from top1_by_eval_len of the runs trained with this M_tr (their headline M_val differs); their other columns are those runs' headline values.
-- note: contextssl (context): ContextSSL's transformer output for a query after a context of pairs from the same environment, probed with upstream's global R² (result keys context_top1, context_rotation_r2, context_color_r2): what the published ContextSSL numbers measure, so they are compared with this row. The contextssl row is its encoder, shown without a published comparison.
+- note: contextssl (context): ContextSSL's transformer output for a query after a context of pairs from the same environment, probed with upstream's global R² (result keys context_top1 and context_<target>_r2, benchmark/probes/context.py): what the published ContextSSL numbers measure, so they are compared with this row. The contextssl row is its encoder, shown without a published comparison.
 
 ### Agreement with the published values
 

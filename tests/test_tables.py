@@ -33,7 +33,7 @@ RUNS = [
     ("equimod", 0, {"collapsed": False}),
     ("simclr", 0, {}),  # written before the health check: unknown, never marked
     ("contextssl", 0, {"collapsed": False, "context_top1": 81.4, "context_rotation_r2": 0.37,
-                       "context_color_r2": 0.05}),
+                       "context_indiv_rotation_r2": 0.39, "context_color_r2": 0.05}),
 ]
 
 
@@ -79,8 +79,7 @@ def test_agreement_leaves_collapsed_rows_out_and_counts_them(out):
     # top-1 and rot. R²: vicreg, equimod, simclr and contextssl (context); byol and sie left out.
     assert "| top-1 (%) | 4 | 2 | 1.00 | 1.00 |" in md
     assert "| rot. R² | 4 | 2 | 1.00 | 1.00 |" in md
-    # ContextSSL's context row has no individual-rotation key and its encoder row is not compared: 3 rows.
-    assert "| indiv. rot. R² | 3 | 2 | 1.00 | 1.00 |" in md
+    assert "| indiv. rot. R² | 4 | 2 | 1.00 | 1.00 |" in md
     side = json.loads((out / "tables" / "main_3diebench.provenance.json").read_text())
     top1 = side["agreement_with_paper"][0]
     assert top1["what"] == "top-1 (%)" and (top1["n"], top1["collapsed"]) == (4, 2)
@@ -120,7 +119,7 @@ def test_contextssl_published_numbers_go_to_its_context_row(out):
     assert "| contextssl | 1 | 1 | 10.00 (n=1) | — | — | 0.010 (n=1) | — | — | 0.020 (n=1) | — | — |" in md
     # The context row reads context_* and is compared with the published ContextSSL row.
     assert ("| contextssl (context) | 1 | 1 | 81.40 (n=1) | 80.40 | +1.00 | 0.370 (n=1) | 0.740 | -0.370 "
-            "| — | 0.780 | — | 0.050 (n=1) |") in md
+            "| 0.390 (n=1) | 0.780 | -0.390 | 0.050 (n=1) |") in md
     assert "note: contextssl (context): ContextSSL's transformer output" in md
     frame = pd.read_csv(io.StringIO((out / "tables" / "main_3diebench.csv").read_text())).set_index("method")
     assert frame.loc["contextssl (context)", "top1"] == pytest.approx(81.4)

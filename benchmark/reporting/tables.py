@@ -401,11 +401,12 @@ class RowView:
 
 CONTEXTSSL_VIEW = RowView(
     "contextssl", " (context)",
-    (("top1", "context_top1"), ("rotation_r2", "context_rotation_r2"), ("color_r2", "context_color_r2")),
+    (("top1", "context_top1"), ("rotation_r2", "context_rotation_r2"),
+     ("indiv_rotation_r2", "context_indiv_rotation_r2"), ("color_r2", "context_color_r2")),
     "contextssl (context): ContextSSL's transformer output for a query after a context of pairs from the same "
-    "environment, probed with upstream's global R² (result keys context_top1, context_rotation_r2, "
-    "context_color_r2): what the published ContextSSL numbers measure, so they are compared with this row. "
-    "The contextssl row is its encoder, shown without a published comparison.")
+    "environment, probed with upstream's global R² (result keys context_top1 and context_<target>_r2, "
+    "benchmark/probes/context.py): what the published ContextSSL numbers measure, so they are compared with "
+    "this row. The contextssl row is its encoder, shown without a published comparison.")
 
 
 @dataclass(frozen=True)
