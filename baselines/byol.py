@@ -37,6 +37,8 @@ class BYOLConfig:
 
 class BYOL(BaselineMethod):
     name = "byol"
+    family = "invariant"
+    label = "BYOL"
     Config = BYOLConfig
 
     def __init__(self, cfg: BYOLConfig, spec: DataSpec, backbone: Backbone | None = None) -> None:

@@ -38,6 +38,8 @@ class CondBYOLConfig:
 
 class CondBYOL(BaselineMethod):
     name = "cond-byol"
+    family = "equivariant"
+    label = "Conditional BYOL"
     Config = CondBYOLConfig
     role = "equivariant"  # Table 1 lists it among the equivariant methods
 

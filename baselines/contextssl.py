@@ -258,6 +258,8 @@ def check_latents(name: str, latents: Tensor | None, expected_dim: int, views: i
 
 class ContextSSL(Method):
     name = "contextssl"
+    family = "equivariant"
+    label = "ContextSSL"
     Config = ContextSSLConfig
     # seq-JEPA's baseline protocol: every probe reads the encoder output (docs/baselines.md §4).
     headline = {"top1": "encoder", "rotation_r2": "encoder", "color_r2": "encoder"}

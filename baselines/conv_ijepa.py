@@ -51,6 +51,8 @@ class ConvIJEPAConfig:
 
 class ConvIJEPA(EncoderMethod):
     name = "conv-ijepa"
+    family = "seq-JEPA"
+    label = "Conv-IJEPA"
     Config = ConvIJEPAConfig
     role = "both"
     uses_actions = True

@@ -64,6 +64,8 @@ def equimod_loss(z_x: Tensor, z_y: Tensor, pred_y: Tensor, e_y: Tensor, temperat
 
 class EquiMod(EncoderMethod):
     name = "equimod"
+    family = "equivariant"
+    label = "EquiMod"
     Config = EquiModConfig
     role = "both"
 

@@ -50,6 +50,8 @@ def sen_loss(pred_y: Tensor, e_y: Tensor, temperature: float) -> Tensor:
 
 class SEN(EncoderMethod):
     name = "sen"
+    family = "equivariant"
+    label = "SEN"
     Config = SENConfig
     role = "equivariant"
 

@@ -104,6 +104,8 @@ def _expander(in_dim: int, dims: tuple[int, ...], share: float) -> nn.Sequential
 
 class SIE(EncoderMethod):
     name = "sie"
+    family = "equivariant"
+    label = "SIE"
     Config = SIEConfig
     role = "both"
 

@@ -35,6 +35,8 @@ class SimCLRConfig:
 
 class SimCLR(BaselineMethod):
     name = "simclr"
+    family = "invariant"
+    label = "SimCLR"
     Config = SimCLRConfig
 
     def __init__(self, cfg: SimCLRConfig, spec: DataSpec, backbone: Backbone | None = None) -> None:

@@ -143,17 +143,23 @@ class VICRegTxConfig(VICRegConfig, TxOptions):
 
 class SimCLRTx(TxVariant):
     name = "simclr+tx"
+    family = "invariant"
+    label = "SimCLR+Tx"
     Base = SimCLR
     Config = SimCLRTxConfig
 
 
 class BYOLTx(TxVariant):
     name = "byol+tx"
+    family = "invariant"
+    label = "BYOL+Tx"
     Base = BYOL
     Config = BYOLTxConfig
 
 
 class VICRegTx(TxVariant):
     name = "vicreg+tx"
+    family = "invariant"
+    label = "VICReg+Tx"
     Base = VICReg
     Config = VICRegTxConfig

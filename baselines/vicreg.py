@@ -37,6 +37,8 @@ class VICRegConfig:
 
 class VICReg(BaselineMethod):
     name = "vicreg"
+    family = "invariant"
+    label = "VICReg"
     Config = VICRegConfig
 
     def __init__(self, cfg: VICRegConfig, spec: DataSpec, backbone: Backbone | None = None) -> None:

@@ -58,6 +58,8 @@ class VICRegTrajConfig:
 
 class VICRegTraj(BaselineMethod):
     name = "vicreg-traj"
+    family = "equivariant"
+    label = "VICReg-Traj"
     Config = VICRegTrajConfig
 
     def __init__(self, cfg: VICRegTrajConfig, spec: DataSpec) -> None:

@@ -3,7 +3,8 @@
 A method is an ``nn.Module`` that owns its encoder, heads, target networks and loss. Everything the harness
 (``benchmark/``) relies on is declared on :class:`Method`:
 
-* the class attributes ``name``, ``Config`` (the frozen dataclass of its ``model.*`` options) and ``headline``;
+* the class attributes ``name``, ``Config`` (the frozen dataclass of its ``model.*`` options) and ``headline``,
+  and how the tables and plots present it: ``family`` and ``label``;
 * the constructor ``Method(cfg, spec)`` (a ``Config`` instance and a :class:`DataSpec`), kept as ``self.cfg``
   and ``self.spec``;
 * what it needs from the data: ``uses_actions`` (``batch.actions``), ``needs_latents`` (absolute per-view
@@ -27,6 +28,8 @@ from torch import Tensor, nn
 
 RepKind = Literal["view", "sequence"]
 RepRole = Literal["invariant", "equivariant", "both"]
+# The families the tables group and order methods by, and the plots colour them by (benchmark/tables.py).
+Family = Literal["invariant", "equivariant", "seq-JEPA", "external"]
 
 
 @dataclass(frozen=True)
@@ -92,12 +95,17 @@ class Representation:
 class Method(nn.Module):
     """Base class of every method (seq-JEPA and the baselines).
 
-    Subclasses set ``name``, ``Config`` and ``headline``, call ``super().__init__(cfg, spec)`` and implement
-    the members below. ``training_step`` may mutate only module state that a forward pass mutates (BatchNorm
-    running statistics); target networks move only in ``on_step_end``.
+    Subclasses set ``name``, ``family``, ``label``, ``Config`` and ``headline``, call
+    ``super().__init__(cfg, spec)`` and implement the members below. ``training_step`` may mutate only module
+    state that a forward pass mutates (BatchNorm running statistics); target networks move only in
+    ``on_step_end``.
     """
 
     name: ClassVar[str]
+    # Family of the method (tables order rows by it, plots colour by it) and its name as the papers print it
+    # (e.g. "Conditional BYOL" for "cond-byol"); read through benchmark.registry.METHODS, never a second list.
+    family: ClassVar[Family]
+    label: ClassVar[str]
     # The frozen dataclass of the method's options; the registry validates ``model.*`` against it and
     # constructs the method as ``cls(cls.Config(**model), spec)``.
     Config: ClassVar[type[Any]]

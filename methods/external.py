@@ -58,6 +58,8 @@ class ExternalEncoder(Method):
     """A frozen ResNet-18 from a checkpoint. Representation ``encoder``: (B, V, 512) per view."""
 
     name = "external"
+    family = "external"
+    label = "external encoder"
     Config = ExternalEncoderConfig
     headline = {"top1": "encoder", "rotation_r2": "encoder", "color_r2": "encoder"}
 

@@ -52,6 +52,8 @@ class SeqJEPAConfig:
 
 class SeqJEPA(Method):
     name = "seqjepa"
+    family = "seq-JEPA"
+    label = "seq-JEPA"
     Config = SeqJEPAConfig
     headline = {"top1": "aggregate", "rotation_r2": "encoder", "color_r2": "encoder"}
 

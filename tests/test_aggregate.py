@@ -37,7 +37,7 @@ EXPECTED_MAIN = """\
 | equimod | — | — | — | 84.29 | — | — | 0.320 | — | — | 0.550 | — | — |
 | sie | — | — | — | 77.49 | — | — | 0.580 | — | — | 0.620 | — | — |
 | cond-byol | — | — | — | 82.61 | — | — | 0.310 | — | — | 0.470 | — | — |
-| contextssl | — | — | — | 80.40 | — | — | 0.740 | — | — | 0.780 | — | — |
+| contextssl (context) | — | — | — | 80.40 | — | — | 0.740 | — | — | 0.780 | — | — |
 | vicreg-traj | — | — | — | ≈81.30 | — | — | ≈0.270 | — | — | — | — | — |
 | seqjepa | 1 | 1 | — | 84.08 | — | — | 0.650 | — | — | 0.690 | — | — |
 | seqjepa | 1 | 3 | — | 85.31 | — | — | 0.650 | — | — | 0.690 | — | — |
@@ -51,6 +51,17 @@ EXPECTED_MAIN = """\
 - note: same as ContextSSL's own paper (80.4, 0.744): probably copied, not re-run (uncertain)
 - note: the 3DIEBench heatmap shows 85.3 for this cell; Table 1 says 86.14 (discrepancy in the paper)
 - †: top-1 at this M_val is read from top1_by_eval_len of the runs trained with this M_tr (their headline M_val differs); their other columns are those runs' headline values.
+- note: contextssl (context): ContextSSL's transformer output for a query after a context of pairs from the same environment, probed with upstream's global R² (result keys context_top1 and context_<target>_r2, benchmark/probes/context.py): what the published ContextSSL numbers measure, so they are compared with this row. The contextssl row is its encoder, shown without a published comparison.
+
+### Agreement with the published values
+
+| metric | rows compared | collapsed, left out | Spearman ρ | Kendall τ |
+|---|---:|---:|---:|---:|
+| top-1 (%) | 4 | 0 | 1.00 | 1.00 |
+| rot. R² | 4 | 0 | 1.00 | 1.00 |
+| indiv. rot. R² | 4 | 0 | 1.00 | 1.00 |
+
+- Rank correlation between our means and the published values over the rows that have both: Spearman ρ (ties get their average rank) and Kendall τ-b; rows with a collapsed run are left out and counted. Not defined below 3 rows or when one side has a single distinct value.
 """  # noqa: E501 (a Markdown table is one line per row)
 
 EXPECTED_SEQLEN_ROWS = """\

@@ -75,6 +75,8 @@ def test_pattern_report(tmp_path) -> None:
     # SIE - VICReg: +0.02 (seed 0), +0.07 (seed 1): fails for one seed
     assert crit["SIE rotation R² above VICReg (>= 0.05)"].rstrip(" |").endswith("NO")
     assert crit["seq-JEPA top-1 above random init (>= 5)"].rstrip(" |").endswith("yes")
+    # Rank agreement with Table 1 over the 4 rows with a published value (d = 0, -1, 0, 1; 5 of 6 pairs concordant)
+    assert "| rot. R² | 4 | 0 | 0.80 | 0.67 |" in block and "### Agreement with the paper's Table 1" in block
 
 
 def test_pattern_report_without_runs(tmp_path, capsys) -> None:

@@ -3,7 +3,7 @@
     python -m benchmark.aggregate [--runs results/runs] [--out results/] [--no-plots] [--no-paper]
                                   [--latex paper] [--title TEXT]
 
-Pipeline (pure functions; no torch, so it runs anywhere in a second):
+Pipeline (pure functions; torch only to read each method class's family and label, through the registry):
 glob ``**/result.json`` -> one DataFrame row per run (`load_runs`) -> cells = runs that share their
 configuration except the seed (`assign_cells`, `drop_duplicates`) -> mean/std/n per cell (`cell_stats`)
 -> tables (`benchmark.reporting.tables`) and figures (`benchmark.reporting.plots`) -> report.html, all of it on one
@@ -65,7 +65,7 @@ def _nonfinite(key: str, value: Any) -> bool:
     """NaN, inf, null (a strict JSON writer's NaN), or a table metric that is not a number at all."""
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return True
-    table_metric = key in T.METRIC_LABELS or key.startswith(T.BY_EVAL_LEN)
+    table_metric = key in T.METRIC_LABELS or key in T.VIEW_KEYS or key.startswith(T.BY_EVAL_LEN)
     return table_metric and (isinstance(value, bool) or not isinstance(value, int | float))
 
 

@@ -19,6 +19,7 @@ from typing import Any
 import pandas as pd
 
 from benchmark.reporting import tables as T
+from benchmark.reporting.agreement import NOTE as AGREEMENT_NOTE
 
 TEMPLATES = Path(__file__).with_name("templates")
 TEMPLATE = "report.html.j2"
@@ -78,19 +79,23 @@ def markdown_blocks(text: str) -> list[dict[str, Any]]:
 
 
 def html_table(table: T.Table) -> dict[str, Any]:
-    """A Table as template data: header, rows of (text, css class) with the Markdown cell text."""
+    """A Table as template data: header, rows of (text, css class) with the Markdown cell text (a collapsed
+    row marked as in the Markdown, and classed "collapsed"), notes, and the agreement with the paper."""
     source = next((i for i, c in enumerate(table.columns) if c.key == "source"), None)
+    health = table.health or [None] * len(table.rows)
     rows = []
-    for r in table.rows:
+    for r, shown, h in zip(table.rows, T.shown_rows(table), health, strict=True):
         cells = []
-        for c, x in zip(table.columns, r, strict=True):
-            text = "—" if x is None else (x if isinstance(x, str) else x.md())
+        for c, x in zip(table.columns, shown, strict=True):
             kind = "num" if c.kind != "text" else "text"
             ref = isinstance(x, T.Ref) or c.key.endswith(("_paper", "_delta"))
-            cells.append((text, f"{kind} ref" if ref else kind))
-        rows.append({"cls": f"src-{r[source]}" if source is not None else "", "cells": cells})
+            cells.append((T.cell_text(x), f"{kind} ref" if ref else kind))
+        classes = ([f"src-{r[source]}"] if source is not None else []) + (["collapsed"] if h and h.collapsed else [])
+        rows.append({"cls": " ".join(classes), "cells": cells})
     header = [(c.label, "num" if c.kind != "text" else "text") for c in table.columns]
-    return {"name": table.name, "title": table.title, "header": header, "rows": rows, "notes": table.notes}
+    agreement = [(a.what, a.n, a.collapsed, a.number(a.spearman), a.number(a.kendall)) for a in table.agreement]
+    return {"name": table.name, "title": table.title, "header": header, "rows": rows, "notes": table.notes,
+            "agreement": agreement}
 
 
 def _counts(values: Iterable[Any]) -> list[tuple[str, int]]:
@@ -143,6 +148,6 @@ def render_report(*, title: str, runs_dir: Path, runs: pd.DataFrame, n_cells: in
                              undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
     return env.get_template(TEMPLATE).render(
         title=title, runs_dir=str(runs_dir), generated=datetime.now(UTC).isoformat(timespec="seconds"),
-        generated_by=T.GENERATED, n_runs=len(runs), n_cells=n_cells, plots=plots,
+        generated_by=T.GENERATED, agreement_note=AGREEMENT_NOTE, n_runs=len(runs), n_cells=n_cells, plots=plots,
         tables=[html_table(t) for t in tables], figure_sections=figure_sections(figures) if plots else [],
         coverage=markdown_blocks(coverage_md), provenance=provenance_summary(runs, problems))
