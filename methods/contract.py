@@ -28,7 +28,7 @@ from torch import Tensor, nn
 
 RepKind = Literal["view", "sequence"]
 RepRole = Literal["invariant", "equivariant", "both"]
-# The families the tables group and order methods by, and the plots colour them by (benchmark/tables.py).
+# The families the tables group and order methods by, and the plots colour them by (benchmark/reporting/tables.py).
 Family = Literal["invariant", "equivariant", "seq-JEPA", "external"]
 
 
@@ -103,7 +103,7 @@ class Method(nn.Module):
 
     name: ClassVar[str]
     # Family of the method (tables order rows by it, plots colour by it) and its name as the papers print it
-    # (e.g. "Conditional BYOL" for "cond-byol"); read through benchmark.registry.METHODS, never a second list.
+    # (e.g. "Conditional BYOL" for "cond-byol"); read through benchmark.core.registry.METHODS, never a second list.
     family: ClassVar[Family]
     label: ClassVar[str]
     # The frozen dataclass of the method's options; the registry validates ``model.*`` against it and

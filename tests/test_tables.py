@@ -169,7 +169,7 @@ def test_family_and_table_come_from_the_registry(monkeypatch):
 
 
 def test_runs_agreement_of_a_study_reads_contextssl_context_and_skips_collapsed():
-    """What benchmark.pattern prints: groups of runs against Table 1."""
+    """What benchmark.studies.pattern prints: groups of runs against Table 1."""
     def runs(values: dict, n: int = 2) -> pd.DataFrame:
         return pd.DataFrame({f"m.{k}": [v] * n for k, v in values.items()})
 

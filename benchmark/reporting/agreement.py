@@ -7,7 +7,7 @@ and counted: a collapsed representation says nothing about the method's ordering
 when either side is constant (every value tied), a rank correlation is not defined and the reason is given
 instead of a number.
 
-Pure functions; used by benchmark/tables.py (Markdown, LaTeX, provenance, report.html) and the pattern study.
+Pure functions; used by benchmark/reporting/tables.py (Markdown, LaTeX, provenance, report.html) and the pattern study.
 """
 
 from __future__ import annotations
