@@ -300,7 +300,8 @@ class ContextSSL(Method):
         self.aux_predictor = nn.Sequential(nn.Linear(aux_in, h), nn.ReLU(), nn.Linear(h, h), nn.ReLU(),
                                            nn.Linear(h, a))
 
-    def views_needed(self, seq_len: int) -> int:
+    @classmethod
+    def views_needed(cls, seq_len: int) -> int:
         return 2  # one (x, x+) pair per object, as upstream (data.seq_len does not change training)
 
     def representations(self) -> list[Representation]:

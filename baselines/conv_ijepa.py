@@ -72,7 +72,8 @@ class ConvIJEPA(EncoderMethod):
         self.action_emb = ActionEmbedding(spec.action_dim, cfg.action_emb_dim)
         self.predictor = mlp([cfg.action_emb_dim + cfg.proj_dim, cfg.pred_hidden, cfg.proj_dim])
 
-    def views_needed(self, seq_len: int) -> int:
+    @classmethod
+    def views_needed(cls, seq_len: int) -> int:
         return seq_len + 1  # M observations + 1 target, as seq-JEPA
 
     def training_step(self, batch: Batch) -> StepOutput:

@@ -93,7 +93,8 @@ class TxVariant(Method):
         assert isinstance(pool, SequencePool)
         return pool
 
-    def views_needed(self, seq_len: int) -> int:
+    @classmethod
+    def views_needed(cls, seq_len: int) -> int:
         return 2 * seq_len
 
     def representations(self) -> list[Representation]:

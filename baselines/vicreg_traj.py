@@ -67,7 +67,8 @@ class VICRegTraj(BaselineMethod):
         self.projector = mlp([self.backbone.dim, cfg.proj_hidden, cfg.proj_hidden, cfg.proj_dim],
                              hidden_bias=True, last_bias=False)
 
-    def views_needed(self, seq_len: int) -> int:
+    @classmethod
+    def views_needed(cls, seq_len: int) -> int:
         return 3  # a triplet (l, c, r), whatever the sequence length
 
     def training_step(self, batch: Batch) -> StepOutput:

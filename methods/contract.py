@@ -123,8 +123,10 @@ class Method(nn.Module):
         self.cfg = cfg  # an instance of ``Config``
         self.spec = spec  # the data it was built for (action width, image size, classes)
 
-    def views_needed(self, seq_len: int) -> int:
-        """Views per training sample for training sequence length ``seq_len`` (default: a pair)."""
+    @classmethod
+    def views_needed(cls, seq_len: int) -> int:
+        """Views per training sample for training sequence length ``seq_len`` (default: a pair). A class
+        method: the launcher and preflight ask it before any model is built."""
         return 2
 
     def representations(self) -> list[Representation]:

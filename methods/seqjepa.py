@@ -75,7 +75,8 @@ class SeqJEPA(Method):
         else:
             self.predictor = mlp([pred_in, self.dim], last_bn=True, last_bias=False)
 
-    def views_needed(self, seq_len: int) -> int:
+    @classmethod
+    def views_needed(cls, seq_len: int) -> int:
         return seq_len + 1  # M observations + 1 target
 
     def representations(self) -> list[Representation]:

@@ -339,6 +339,7 @@ def check_data(cfgs: dict[int, RunConfig], todo: list[int], world_size: int = 1)
     need nothing); ``world_size``: data-parallel processes per job, which share the global batch.
     """
     from benchmark.core.registry import dataset_entry
+    from benchmark.core.resolve import check_fit
     from benchmark.data import preflight
 
     missing: dict[str, list[int]] = {}
@@ -360,7 +361,7 @@ def check_data(cfgs: dict[int, RunConfig], todo: list[int], world_size: int = 1)
             missing.setdefault(sizes, []).append(i)
         elif sizes is not None:
             try:
-                preflight.check(cfg, sizes, None, world_size)
+                check_fit(cfg, world_size)
             except ConfigError as e:
                 unfit.setdefault(str(e), []).append(i)
     if missing:

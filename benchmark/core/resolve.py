@@ -124,3 +124,16 @@ def check(cfg: RunConfig, source_of: Callable[[str], str] | None = None) -> None
         from benchmark.infra.monitor import require_wandb
 
         require_wandb()
+
+
+def check_fit(cfg: RunConfig, world_size: int = 1, source_of: Callable[[str], str] | None = None) -> None:
+    """What the config and the dataset's cheap metadata can tell before any data is rendered: the batch vs
+    the training samples and ``world_size`` processes, the method's views per sample
+    (``Method.views_needed``) and the probe lengths vs views per object (benchmark/data/preflight.py).
+    The CLI, ``--print-config`` and the launcher's dry run all ask this one function."""
+    from benchmark.data import preflight
+
+    sizes = dataset_entry(cfg.dataset).sizes
+    if sizes is not None:
+        views = method_class(cfg.method).views_needed(cfg.data.seq_len)
+        preflight.check(cfg, sizes(cfg), views, world_size, source_of)

@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING
 
 from benchmark.config import RunConfig, layered_overrides, to_dict
 from benchmark.core.registry import DATASETS, METHODS, build_method, dataset_entry
-from benchmark.core.resolve import resolve_with_sources
+from benchmark.core.resolve import check_fit, resolve_with_sources
 from benchmark.core.rundir import INVALID_SUFFIX, RESULT_FILE, RunDir
 from benchmark.infra import yamlio
 from benchmark.infra.errors import SeqbenchError, user_message
@@ -290,7 +290,6 @@ class _Attempt:
         (before any data is rendered or decoded). A stop request raises StopRequested at once (one process)."""
         import torch
 
-        from benchmark.data import preflight
         from benchmark.data.base import available_cpus, loader_workers
 
         cfg = self.cfg
@@ -298,11 +297,8 @@ class _Attempt:
         # Under DDP every rank must reach the same collectives: no stop before training starts.
         single = self.env.world_size == 1
         with _immediate(self.stop_requested, poll=False) if single else contextlib.nullcontext():
+            check_fit(cfg, self.env.world_size, source_of)
             built = build_method(cfg)
-            sizes = dataset_entry(cfg.dataset).sizes
-            if sizes is not None:
-                views = built[0].views_needed(cfg.data.seq_len)
-                preflight.check(cfg, sizes(cfg), views, self.env.world_size, source_of)
             self.log(f"DataLoader workers: {loader_workers(cfg.data.num_workers)} (data.num_workers="
                      f"{cfg.data.num_workers}, {available_cpus()} CPU cores available to this process) for "
                      f"training, the probes and cache builds")
@@ -449,7 +445,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         cfg, source_of = config_and_sources(args)
-        if args.print_config:
+        if args.print_config:  # the same data-fit check as a run, so that a printed config is one that runs
+            check_fit(cfg, source_of=source_of)
             print(yamlio.dump(to_dict(cfg)), end="")
             return 0
         if hasattr(signal, "SIGXFSZ"):  # a file-size limit (ulimit -f) then fails the write: reported as disk full
