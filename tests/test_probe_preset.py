@@ -60,3 +60,12 @@ def test_adamw_leaves_biases_undecayed_in_training() -> None:
     cfg = ProbeConfig(optimizer="adamw", lr=0.1, weight_decay=0.5, epochs=3, batch_size=4)
     fit_head(head, lambda epoch: (torch.zeros(4, 4), torch.zeros(4, 2)), lambda out, y: (out * 0).sum(), cfg, 0)
     assert torch.allclose(head.weight, w * (1 - 0.1 * 0.5) ** 3) and torch.equal(head.bias, b)
+
+
+def test_protocol_line_names_the_optimiser_the_heads_were_fitted_with() -> None:
+    from benchmark.probes.suite import protocol
+
+    for preset, name in (("sie", "with Adam on"), ("seqjepa", "with AdamW on")):
+        p = resolve({"dataset": "3diebench-mini", "probe": {"preset": preset}}).probe
+        assert name in protocol(p, banked=False)
+        assert protocol(p, banked=True).startswith(protocol(p, banked=False) + "; view representations")

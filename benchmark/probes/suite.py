@@ -34,8 +34,15 @@ from benchmark.probes.path_integration import path_integration
 from methods.contract import Method
 
 PROTOCOL = ("frozen encoder in eval mode; features of probe.train_samples / probe.val_samples fixed view "
-            "sequences per object cached; heads trained with Adam on the train split and scored on the "
+            "sequences per object cached; heads trained with {optimizer} on the train split and scored on the "
             "held-out split at the final epoch (no test-set selection)")
+OPTIMIZERS = {"adam": "Adam", "adamw": "AdamW"}  # probe.optimizer -> the name the protocol line prints
+
+
+def protocol(p: ProbeConfig, banked: bool) -> str:
+    """The probe protocol line of result.json: the heads' optimiser as fitted, and the view bank if used."""
+    line = PROTOCOL.format(optimizer=OPTIMIZERS[p.optimizer])
+    return f"{line}; {bank.PROTOCOL}" if banked else line
 
 
 @torch.no_grad()
@@ -99,8 +106,8 @@ def evaluate(method: Method, cfg: RunConfig, train_ds: SequenceDataset, val_ds: 
     metrics.update(knn_metric(tr, va, src, cfg.eval_seq_len, n_cls, p, device))
     metrics["headline_source"]["knn_top1"] = src
     metrics.update(probe_record(p))
+    metrics["probe_protocol"] = protocol(p, use_bank)
     if use_bank:
-        metrics["probe_protocol"] = f"{PROTOCOL}; {bank.PROTOCOL}"
         metrics["probe_samples"]["bank"] = {"views": bank.bank_size(train_ds, p.bank_views), "draws": p.bank_draws,
                                             "train_objects": btr.shape[0], "val_objects": bva.shape[0]}
     # Datasets with a path_composition and methods with a sequence representation only (else {}).
@@ -154,7 +161,6 @@ def headline(method: Method, per_rep: dict, ds: SequenceDataset, n_val: int, n_t
             metrics["top1_by_eval_len"] = per_rep[src]["top1_by_eval_len"]
     metrics["headline_source"] = sources
     metrics["per_representation"] = per_rep
-    metrics["probe_protocol"] = PROTOCOL
     metrics["probe_samples"] = {"train": n_train, "val": n_val}
     return metrics
 
