@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader
 
 from benchmark.config import PROBE_PRESETS, ProbeConfig, RunConfig
 from benchmark.data.base import SequenceDataset, collate, loader_workers
-from benchmark.probes import bank
+from benchmark.probes import bank, health
 from benchmark.probes.heads import linear_probe, regression_probe
 from benchmark.probes.knn import knn_top1
 from benchmark.probes.path_integration import path_integration
@@ -98,6 +98,8 @@ def evaluate(method: Method, cfg: RunConfig, train_ds: SequenceDataset, val_ds: 
     metrics.update(knn_metric(tr, va, src, cfg.eval_seq_len, n_cls, p, device))
     metrics["headline_source"]["knn_top1"] = src
     metrics.update(probe_record(p))
+    metrics.update(health.probe_health(tr, btr if use_bank else None, cfg.eval_seq_len,
+                                       metrics["headline_source"].values(), n_cls))
     if use_bank:
         metrics["probe_protocol"] = f"{PROTOCOL}; {bank.PROTOCOL}"
         metrics["probe_samples"]["bank"] = {"views": bank.bank_size(train_ds, p.bank_views), "draws": p.bank_draws,

@@ -1,0 +1,110 @@
+"""Representation health (benchmark/probes/health.py): known answers of the effective rank and the normalised std,
+and the collapse rule on constant, rank-deficient, near-constant and whitened features."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from benchmark.probes import health
+
+
+def _gauss(n: int, d: int, seed: int = 0) -> torch.Tensor:
+    return torch.randn(n, d, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+
+
+def test_effective_rank_known_answers():
+    # Orthogonal directions with equal spread: exactly k (the centred matrix has k equal singular values).
+    eye = torch.eye(8, dtype=torch.float64)
+    x = torch.cat([eye[:4], -eye[:4]])  # +-e_i for i < 4: mean 0, four equal singular values
+    assert health.effective_rank(x) == pytest.approx(4.0, abs=1e-9)
+    # Singular values (2, 1, 1): p = (.5, .25, .25), entropy 1.5 ln 2 -> exp = 2^1.5.
+    x = torch.cat([torch.diag(torch.tensor([2.0, 1.0, 1.0], dtype=torch.float64)) * s for s in (1, -1)])
+    assert health.effective_rank(x) == pytest.approx(2 ** 1.5, rel=1e-9)
+    # A mean shared by every sample is not a dimension: centring removes it.
+    assert health.effective_rank(x + 100.0) == pytest.approx(2 ** 1.5, rel=1e-9)
+
+
+def test_constant_features_are_collapsed():
+    x = torch.ones(300, 128) * torch.linspace(-1, 1, 128)
+    h = health.assess(x, num_classes=8)
+    assert h.effective_rank == 0.0 and h.std == 0.0
+    assert h.collapsed and "effective rank 0.00 < 3.5" in h.reason and "std" in h.reason
+
+
+def test_whitened_gaussian_features_are_healthy():
+    d = 128
+    h = health.assess(_gauss(4000, d), num_classes=8)
+    assert not h.collapsed and h.reason == ""
+    # Isotropic: close to full rank, and per-dimension std of the unit vectors 1/sqrt(d).
+    assert h.effective_rank > 0.9 * d
+    assert h.std == pytest.approx(1 / math.sqrt(d), rel=0.03)
+
+
+def test_rank_deficient_features_are_collapsed():
+    # Variance in 2 directions of 128 (dimensional collapse, as BYOL / SIE in the pattern regime): rank ~2 < 3.5.
+    x = _gauss(500, 2) @ _gauss(2, 128, seed=1) + 5.0
+    h = health.assess(x, num_classes=8)
+    assert 1.0 < h.effective_rank < 2.01 and h.collapsed and "effective rank" in h.reason
+    # The same 2 directions are enough for 3 classes (threshold 1): healthy.
+    assert not health.assess(x, num_classes=3).collapsed
+
+
+def test_near_constant_features_are_collapsed_despite_a_high_rank():
+    # Every embedding points the same way; the tiny differences are isotropic noise (high effective rank).
+    x = torch.ones(400, 64, dtype=torch.float64) + 1e-4 * _gauss(400, 64)
+    h = health.assess(x, num_classes=8)
+    assert h.effective_rank > 30 and h.collapsed and "std of the normalised features" in h.reason
+
+
+def test_threshold_is_relative_to_classes_and_dimension():
+    assert health.rank_threshold(8, 128) == 3.5
+    assert health.rank_threshold(55, 512) == 27.0
+    assert health.rank_threshold(1000, 128) == 63.5  # capped by the dimension
+    # Features with effective rank ~ 10: healthy for 8 classes, collapsed for 55.
+    x = _gauss(2000, 10) @ torch.linalg.qr(_gauss(128, 10, seed=2))[0].T
+    assert not health.assess(x, 8).collapsed and health.assess(x, 55).collapsed
+
+
+def test_non_finite_features_are_flagged():
+    x = _gauss(50, 16)
+    x[3, 2] = math.nan
+    h = health.assess(x, 4)
+    assert h.collapsed and "non-finite" in h.reason
+
+
+def test_rows_are_capped_evenly_without_random_draws():
+    x = _gauss(health.MAX_ROWS * 3, 32)
+    state = torch.random.get_rng_state()
+    r = health.effective_rank(x)
+    assert torch.equal(state, torch.random.get_rng_state())
+    assert r == health.effective_rank(x) and r == pytest.approx(health.effective_rank(x[::3]), rel=1e-3)
+    # Rows from the whole matrix, not its head: a degenerate first two thirds does not decide the figure.
+    y = torch.cat([torch.zeros(health.MAX_ROWS * 2, 32, dtype=torch.float64), x[: health.MAX_ROWS]])
+    assert health.effective_rank(y) > 10
+
+
+def test_health_metrics_names_headline_collapse_only():
+    good, bad = _gauss(600, 32), torch.zeros(600, 32)
+    m = health.health_metrics({"encoder": good, "aggregate": bad}, headline=["encoder"], num_classes=8)
+    assert set(m) == {"health_encoder_effective_rank", "health_encoder_std", "health_aggregate_effective_rank",
+                      "health_aggregate_std", "collapsed", "collapse_reason", "health_rule"}
+    assert m["collapsed"] is False and m["collapse_reason"] == "" and m["health_aggregate_effective_rank"] == 0.0
+    m = health.health_metrics({"encoder": good, "aggregate": bad}, headline=["encoder", "aggregate"], num_classes=8)
+    assert m["collapsed"] is True and m["collapse_reason"].startswith("aggregate: ")
+    assert "effective rank 0.00 < 3.5" in m["collapse_reason"] and "encoder" not in m["collapse_reason"]
+
+
+def test_probe_health_reads_the_bank_or_the_sampled_views_and_m_val():
+    n, d = 200, 16
+    tr = {"view": {"encoder": torch.zeros(n, 2, d)}, "seq": {"aggregate": {2: torch.zeros(n, d), 3: _gauss(n, d)}}}
+
+    class Bank:
+        feats = {"encoder": _gauss(n * 4, d).reshape(n, 4, d)}
+
+    m = health.probe_health(tr, Bank(), 3, ["encoder", "aggregate"], 4)
+    assert not m["collapsed"] and m["health_encoder_effective_rank"] > 10
+    m = health.probe_health(tr, None, 2, ["aggregate"], 4)
+    assert m["collapsed"] and m["health_encoder_effective_rank"] == 0.0 and "aggregate" in m["collapse_reason"]
