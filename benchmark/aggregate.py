@@ -161,7 +161,8 @@ def assign_cells(runs: pd.DataFrame) -> pd.DataFrame:
     runs["variant"] = ""
     cfg_cols = [c for c in runs.columns if _cfg_varies(c)]
     for _, group in runs.groupby(list(GROUP_KEY), dropna=False, sort=False):
-        varying = [c for c in cfg_cols if group[c].astype(str).nunique() > 1]
+        # dropna=False: a setting left null (the default) in one run and set in another splits the cell too
+        varying = [c for c in cfg_cols if group[c].astype(str).nunique(dropna=False) > 1]
         runs.loc[group.index, "variant"] = [", ".join(f"{c[4:]}={row[c]}" for c in varying)
                                             for _, row in group.iterrows()]
     runs["cell"] = [T.cell_label(r) for r in runs.to_dict("records")]

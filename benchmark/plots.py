@@ -88,6 +88,7 @@ def variant_text(variant: str) -> str:
             value = f"{float(value):g}" if any(ch in value for ch in ".eE") else value
         except ValueError:
             pass
+        value = "default" if value in ("nan", "None", "<NA>") else value  # null: the preset's / method's value
         out.append(f"{name} {value}" + (" = random init" if key == "train.epochs" and value == "0" else ""))
     return ", ".join(out)
 
@@ -304,8 +305,8 @@ def _series(ax: Axes, log: pd.DataFrame, col: str, **style: Any) -> None:
     """One run's `col` against step; markers (thinned on long logs) so a single logged point shows."""
     pts = log[["step", col]].apply(pd.to_numeric, errors="coerce").dropna()
     if not pts.empty:
-        ax.plot(pts["step"], pts[col], marker="o", ms=3, markevery=max(1, len(pts) // 25), lw=1, alpha=0.8,
-                **style)
+        ax.plot(pts["step"], pts[col], **{"marker": "o", "ms": 3, "markevery": max(1, len(pts) // 25), "lw": 1,
+                                          "alpha": 0.8, **style})
 
 
 CURVE_LABELS = {"loss": "training loss", "lr": "learning rate",

@@ -108,3 +108,102 @@ def test_probe_health_reads_the_bank_or_the_sampled_views_and_m_val():
     assert not m["collapsed"] and m["health_encoder_effective_rank"] > 10
     m = health.probe_health(tr, None, 2, ["aggregate"], 4)
     assert m["collapsed"] and m["health_encoder_effective_rank"] == 0.0 and "aggregate" in m["collapse_reason"]
+
+
+# --- the aggregator's figures and coverage.md on runs with health figures ---------------------------------------
+
+def _result(out, method: str, metrics: dict, log: list[dict] | None = None, **user) -> None:
+    """A finished run written by the real result writer (and, optionally, its log.jsonl)."""
+    import json
+
+    from benchmark.config import run_dir
+    from benchmark.registry import resolve
+    from benchmark.results import write_result
+
+    cfg = resolve({"method": method, "dataset": "3diebench-mini", "out": str(out), **user})
+    d = run_dir(cfg)
+    d.mkdir(parents=True)
+    full = {"top1": 50.0, "rotation_r2": 0.2, "images_per_s": 100.0, "train_loss_final": 0.5, "collapsed": False,
+            "collapse_reason": "", **metrics}
+    write_result(d, cfg, full, {"end_time": "2026-01-01T00:00:00"})
+    if log:
+        (d / "log.jsonl").write_text("".join(json.dumps(x) + "\n" for x in log))
+
+
+@pytest.fixture(scope="module")
+def health_runs(tmp_path_factory):
+    """Two BYOL runs that differ in lr (one collapsed), seq-JEPA trained and at random init (--epochs 0)."""
+    out = tmp_path_factory.mktemp("runs")
+    bad = {"collapsed": True, "collapse_reason": "encoder: effective rank 2.60 < 3.5", "top1": 19.0,
+           "rotation_r2": 0.0}
+    log = [{"step": 0, "online_top1": 20.0, "online_effective_rank": 5.0, "online_collapsed": 0},
+           {"step": 10, "loss": 1.0, "lr": 1e-3, "online_top1": 20.0, "online_effective_rank": 2.5,
+            "online_collapsed": 1}]
+    _result(out, "byol", bad, log)
+    _result(out, "byol", {"top1": 60.0}, log[:1], train={"lr": 0.002})
+    _result(out, "seqjepa", {"top1": 70.0})
+    _result(out, "seqjepa", {"top1": 15.0, "train_loss_final": None, "images_per_s": None}, train={"epochs": 0})
+    return out
+
+
+def _frames(out):
+    from benchmark import aggregate as A
+    from benchmark import plots as P
+    from benchmark import tables as T
+
+    runs, _ = A.load_runs(out)
+    runs = A.assign_cells(runs)
+    cells = T.cell_stats(runs, runs["cell"])
+    seq = T.cell_stats(runs, [T.cell_label(r, with_eval=False) for r in runs.to_dict("records")])
+    return runs, *P.with_collapse(runs, cells, seq)
+
+
+def test_plot_labels_tell_runs_apart_and_mark_collapsed_ones(health_runs):
+    from benchmark import plots as P
+
+    runs, cells, seq = _frames(health_runs)
+    fig = P.tradeoff(cells, None, "3diebench-mini", False)
+    ax = fig.axes[0]
+    labels = sorted(t.get_text() for t in ax.texts)
+    epochs = runs.loc[runs["method"] == "seqjepa", "cfg.train.epochs"].max()  # the method's default
+    assert labels == ["byol (lr 0.002) [3]", "byol (lr default) [3] collapsed", "seqjepa (epochs 0 = random init) [3]",
+                      f"seqjepa (epochs {epochs}) [3]"]
+    crosses = [ln for ln in ax.lines if ln.get_marker() == "x"]
+    assert [(float(ln.get_xdata()[0]), float(ln.get_ydata()[0])) for ln in crosses] == [(0.0, 19.0)]
+    assert P.COLLAPSED_LEGEND in [t.get_text() for t in ax.get_legend().get_texts()]
+    # Sequence-length panels: the collapsed cell's point crossed, its line labelled.
+    fig = P.seqlen(cells, seq, None, "3diebench-mini", False)
+    legend = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert "byol (lr default) collapsed" in legend
+    assert P.COLLAPSED_LEGEND in legend and any(ln.get_marker() == "x" for ln in fig.axes[0].lines)
+    # Training curves: the collapsed run dotted with x markers, the online health panels present.
+    fig = P.curves(runs, "3diebench-mini", [])
+    titles = [a.get_title() for a in fig.axes if a.get_visible()]
+    assert "online health: effective rank vs step" in titles and "online health: collapsed (1 = yes) vs step" in titles
+    rank_ax = fig.axes[titles.index("online health: effective rank vs step")]
+    styles = sorted((len(ln.get_xdata()), ln.get_linestyle(), ln.get_marker()) for ln in rank_ax.lines)
+    assert styles == [(1, "-", "o"), (2, ":", "x")]
+    assert "collapsed run: dotted, x" in [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+
+
+def test_variant_text():
+    from benchmark.plots import variant_text
+
+    assert variant_text("") == ""
+    assert variant_text("train.epochs=0") == "epochs 0 = random init"
+    assert variant_text("train.epochs=75, train.lr=0.0020") == "epochs 75, lr 0.002"
+    assert variant_text("train.lr=nan, model.ema_decay=0.99") == "lr default, ema_decay 0.99"
+    assert variant_text("train.lr=1e-3, probe.lr=0.01") == "train.lr 0.001, probe.lr 0.01"  # same last name
+    assert variant_text("probe.eval_seq_lens=[2, 3], model.act_cond=False") == "eval_seq_lens [2, 3], act_cond False"
+
+
+def test_coverage_says_random_init_has_no_training_figures(health_runs, tmp_path):
+    from benchmark import aggregate as A
+
+    _, problems = A.aggregate(health_runs, tmp_path, plots=False, paper_path=None)
+    text = (tmp_path / "coverage.md").read_text()
+    init = next(ln for ln in text.splitlines() if "n/a (random init" in ln)
+    assert "images_per_s, train_loss_final: n/a (random init" in init
+    assert not [p for p in problems if p.kind == "nonfinite"]  # absent by design, not non-finite
+    runs_csv = (tmp_path / "runs.csv").read_text().splitlines()[0].split(",")
+    assert "na_metrics" not in runs_csv and "m.collapsed" in runs_csv
