@@ -19,6 +19,12 @@ Collapse rule (:func:`assess`), either of
    seq-JEPA 6.0), the collapsed BYOL and SIE 3.0 and 2.6 (top-1 19-30 % against 72-92 %).
 2. *complete collapse*: ``std * sqrt(D) < STD_FLOOR``: every embedding points (nearly) the same way, even
    when the tiny differences between them are spread over many directions (a high effective rank of noise).
+   Post-ReLU encoder features share a large mean direction, so this figure is low even for healthy ones
+   (seq-JEPA's random-init encoder: 0.056): the floor only catches (near-)complete collapse.
+
+Random-init features are not collapsed: seq-JEPA's random-init encoder has an effective rank of 24.5 on the
+pattern regime's features, above any trained run (an untrained network spreads small random variations
+over many directions); health is not quality (docs/protocol.md §8).
 
 Both figures are computed on at most ``MAX_ROWS`` rows (evenly spaced, no random draw), in float64.
 """
@@ -33,7 +39,7 @@ import torch
 from torch import Tensor
 
 RANK_FRACTION = 0.5  # collapsed below this fraction of the C - 1 dimensions that C class means span
-STD_FLOOR = 0.05  # collapsed below this std * sqrt(D) (whitened features: 1)
+STD_FLOOR = 0.01  # collapsed below this std * sqrt(D) (whitened features: 1; seq-JEPA's random-init encoder 0.056)
 MAX_ROWS = 4096  # rows used (evenly spaced): an SVD of 4096 x D costs milliseconds for D <= 2048
 RULE = (f"collapsed when the effective rank (exp of the entropy of the centred features' normalised singular "
         f"values) < {RANK_FRACTION:g} x (min(classes, dim) - 1), or the mean per-dimension std of the "
