@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 
+import pandas as pd
 import pytest
 import torch
 
@@ -207,3 +208,21 @@ def test_coverage_says_random_init_has_no_training_figures(health_runs, tmp_path
     assert not [p for p in problems if p.kind == "nonfinite"]  # absent by design, not non-finite
     runs_csv = (tmp_path / "runs.csv").read_text().splitlines()[0].split(",")
     assert "na_metrics" not in runs_csv and "m.collapsed" in runs_csv
+
+
+def test_heatmap_crosses_out_a_collapsed_training_length():
+    from benchmark import plots as P
+    from benchmark import tables as T
+
+    def cell(m_tr: int, collapsed: tuple[int, int]) -> dict:
+        stats = {T.stat_col(f"{T.BY_EVAL_LEN}{v}", "mean"): 50.0 + v for v in (1, 3)}
+        return {"method": "seqjepa", "dataset": "3diebench-mini", "seq_len": m_tr, "eval_seq_len": 3,
+                "act_cond": True, "variant": "", "collapsed": collapsed, **stats}
+
+    group = pd.DataFrame([cell(1, (0, 2)), cell(3, (1, 2))])
+    fig = P.heatmap(group.iloc[0].to_dict(), group, None, False)
+    ax = fig.axes[0]
+    ticks = [t.get_text() for t in ax.get_xticklabels()]
+    assert ticks == ["1", "3\ncollapsed (1/2 seeds)"] and "x = collapsed M_tr" in ax.get_title()
+    crosses = [ln for ln in ax.lines if list(ln.get_xdata()) == [1, 2]]  # both diagonals over column 3 only
+    assert len(crosses) == 2 and not [ln for ln in ax.lines if list(ln.get_xdata()) == [0, 1]]

@@ -79,13 +79,13 @@ def test_online_probes_known_answer(tmp_path, monkeypatch) -> None:
     # Health of a view top-1 representation, read from the monitor bank: constant features collapse (rank 0,
     # std 0), the views' rotation matrices (9-d, 3 classes: threshold 1) do not.
     probes.top1_rep = "encoder"
-    probes.probe_cfg = dataclasses.replace(probes.probe_cfg, epochs=1)  # the heads do not matter here
+    budget, probes.probe_cfg = probes.probe_cfg, dataclasses.replace(probes.probe_cfg, epochs=1)  # heads aside
     flat = probes()
     assert (flat["online_effective_rank"], flat["online_std"], flat["online_collapsed"]) == (0.0, 0.0, 1)
     monkeypatch.setattr(bank, "extract_bank", features("rotation"))
     rot = probes()
     assert rot["online_collapsed"] == 0 and rot["online_effective_rank"] > 3 and rot["online_std"] > 0.1
-    probes.top1_rep = "aggregate"
+    probes.top1_rep, probes.probe_cfg = "aggregate", budget
     labels_tr, labels_va = torch.arange(24) % 3, torch.arange(9) % 3
     onehot = {"feats": {"aggregate": nn.functional.one_hot(labels_tr, 3).float()}, "labels": labels_tr}
     onehot_va = {"feats": {"aggregate": nn.functional.one_hot(labels_va, 3).float()}, "labels": labels_va}
