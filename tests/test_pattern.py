@@ -79,7 +79,7 @@ def test_pattern_report(tmp_path) -> None:
 
 
 def _health(rank: float, collapsed: bool) -> dict:
-    reason = f"encoder: effective rank {rank:.2f} < 3.5 (0.5 x (min(8 classes, 128 dims) - 1))" if collapsed else ""
+    reason = f"encoder: effective rank {rank:.2f} < 4.2 (0.6 x (min(8 classes, 128 dims) - 1))" if collapsed else ""
     return {"headline_source": {"top1": "encoder", "rotation_r2": "encoder"}, "health_encoder_effective_rank": rank,
             "health_encoder_std": 0.05, "collapsed": collapsed, "collapse_reason": reason}
 
