@@ -173,7 +173,8 @@ def tradeoff(cells: pd.DataFrame, paper: T.Paper | None, dataset: str, compare_m
     ax.set_xlabel(f"{x_name} of the equivariance probe (unitless, ↑ more equivariant)", fontsize=10)
     ax.set_ylabel("top-1 accuracy of the linear probe (%, ↑ more invariant)", fontsize=10)
     ax.set_title(f"{dataset}: invariance vs equivariance trade-off\n"
-                 "point labels: method [M_tr/M_val] (training / inference sequence length)", fontsize=11)
+                 "labels: method (settings that differ between its runs) [M_tr/M_val: training / inference length]",
+                 fontsize=11)
     ax.grid(alpha=0.3)
     ax.margins(0.15)
     return fig
