@@ -64,7 +64,12 @@ def test_tensorboard_run_logs_the_loss_at_every_log_point(tb_run):
     acc.Reload()
     tags = set(acc.Tags()["scalars"])
     assert {"train/lr", "train/img_per_s", "train/baseline_loss", "online/top1", "online/knn_top1",
-            "online/rotation_r2"} <= tags
+            "online/rotation_r2", "online/effective_rank", "online/std", "online/collapsed"} <= tags
+    online = [ln for ln in lines if "online_effective_rank" in ln]
+    for key in ("effective_rank", "std", "collapsed"):  # the health figures, as log.jsonl has them
+        got = _scalars(tb_run / "tensorboard", f"online/{key}")
+        assert [s for s, _ in got] == [ln["step"] for ln in online] == [0, 2, 4]
+        assert [v for _, v in got] == pytest.approx([ln[f"online_{key}"] for ln in online], rel=1e-6)
     assert [s for s, _ in _scalars(tb_run / "tensorboard", "online/top1")] == [0, 2, 4]  # step 0: random init
 
 
@@ -74,6 +79,16 @@ def test_knn_top1_is_in_result_json(tb_run):
     assert 0.0 <= m["knn_top1"] <= 100.0
     assert m["headline_source"]["knn_top1"] == m["headline_source"]["top1"]
     assert m["probe_fit"]["knn_k"] == 200 and m["probe_fit"]["knn_t"] == 0.1
+
+
+@pytest.mark.slow
+def test_health_is_in_result_json(tb_run):
+    """Every representation the probes read has its health figures; the verdict names a headline one."""
+    m = json.loads((tb_run / "result.json").read_text())["metrics"]
+    for rep in ("encoder", "aggregate"):  # seq-JEPA's view and sequence representations
+        assert m[f"health_{rep}_effective_rank"] >= 0 and 0 <= m[f"health_{rep}_std"] <= 1
+    assert isinstance(m["collapsed"], bool) and isinstance(m["collapse_reason"], str)
+    assert (m["collapse_reason"] != "") == m["collapsed"] and "effective rank" in m["health_rule"]
 
 
 def test_logger_is_not_part_of_the_run_identity():
@@ -155,9 +170,9 @@ def test_wandb_is_offline_in_the_run_directory_and_resumes_its_run(monkeypatch, 
     run = tmp_path / "seqjepa" / "3diebench-mini" / "L3" / "seed0-abcd1234"
     run.mkdir(parents=True)
     mon = M.open_monitor("wandb", run, 0, {"seed": 0})
-    mon.log(1, {"loss": 0.5, "online_top1": 40.0})
+    mon.log(1, M.scalars({"step": 1, "loss": 0.5, "online_top1": 40.0, "online_collapsed": 1, "note": "x"}))
     mon.close()
-    assert logged == [(1, {"train/loss": 0.5, "online/top1": 40.0}), ("finish",)]
+    assert logged == [(1, {"train/loss": 0.5, "online/top1": 40.0, "online/collapsed": 1}), ("finish",)]
     assert calls[0]["mode"] == "offline" and calls[0]["dir"] == str(run) and calls[0]["config"] == {"seed": 0}
     assert calls[0]["name"] == "seqjepa/3diebench-mini/L3/seed0-abcd1234"
     monkeypatch.setenv("WANDB_MODE", "online")

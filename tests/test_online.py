@@ -75,12 +75,28 @@ def test_online_probes_known_answer(tmp_path, monkeypatch) -> None:
     monkeypatch.setattr(bank, "extract_bank", features("constant"))
     bad = probes()
     assert abs(bad["online_rotation_r2"]) < 0.05
-    assert {"online_top1", "online_knn_top1", "online_color_r2"} <= set(bad)
+    assert {"online_top1", "online_knn_top1", "online_color_r2", "online_effective_rank", "online_std",
+            "online_collapsed"} <= set(bad)
+    # Health of a view top-1 representation, read from the monitor bank: constant features collapse (rank 0,
+    # std 0), the views' rotation matrices (9-d, 3 classes: threshold 1) do not.
+    probes.top1_rep = "encoder"
+    budget, probes.probe_cfg = probes.probe_cfg, dataclasses.replace(probes.probe_cfg, epochs=1)  # heads aside
+    flat = probes()
+    assert (flat["online_effective_rank"], flat["online_std"], flat["online_collapsed"]) == (0.0, 0.0, 1)
+    monkeypatch.setattr(bank, "extract_bank", features("rotation"))
+    rot = probes()
+    assert rot["online_collapsed"] == 0 and rot["online_effective_rank"] > 3 and rot["online_std"] > 0.1
+    probes.top1_rep, probes.probe_cfg = "aggregate", budget
     labels_tr, labels_va = torch.arange(24) % 3, torch.arange(9) % 3
     onehot = {"feats": {"aggregate": nn.functional.one_hot(labels_tr, 3).float()}, "labels": labels_tr}
     onehot_va = {"feats": {"aggregate": nn.functional.one_hot(labels_va, 3).float()}, "labels": labels_va}
     res = probes.fit_sequences(onehot, onehot_va, with_pairs=False)
-    assert res == {"online_top1": 100.0, "online_knn_top1": 100.0}
+    # Centred one-hot features of 3 balanced classes: 2 equal singular values -> effective rank 2 (threshold 1).
+    assert res == {"online_top1": 100.0, "online_knn_top1": 100.0, "online_effective_rank": pytest.approx(2.0),
+                   "online_std": pytest.approx(float(nn.functional.one_hot(labels_tr, 3).float().std(0).mean())),
+                   "online_collapsed": 0}
+    same = {"feats": {"aggregate": torch.ones(24, 3)}, "labels": labels_tr}
+    assert probes.fit_sequences(same, onehot_va, with_pairs=False)["online_collapsed"] == 1
 
 
 @pytest.mark.slow
@@ -101,6 +117,8 @@ def test_online_probes_in_log_and_training_unchanged(tmp_path, capsys) -> None:
     lines = _log(probed)
     online = [ln for ln in lines if "online_top1" in ln]
     assert [ln["step"] for ln in online] == [0, 2, 4]
-    assert {"online_knn_top1", "online_rotation_r2", "online_color_r2"} <= set(online[-1])
+    assert {"online_knn_top1", "online_rotation_r2", "online_color_r2", "online_effective_rank", "online_std",
+            "online_collapsed"} <= set(online[-1])
+    assert all(ln["online_collapsed"] in (0, 1) and ln["online_effective_rank"] >= 0 for ln in online)
     assert all("baseline_loss" in ln for ln in lines if ln["step"] > 0)
     assert not any("online_top1" in ln for ln in _log(plain))

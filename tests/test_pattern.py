@@ -77,6 +77,35 @@ def test_pattern_report(tmp_path) -> None:
     assert crit["seq-JEPA top-1 above random init (>= 5)"].rstrip(" |").endswith("yes")
     # Rank agreement with Table 1 over the 4 rows with a published value (d = 0, -1, 0, 1; 5 of 6 pairs concordant)
     assert "| rot. R² | 4 | 0 | 0.80 | 0.67 |" in block and "### Agreement with the paper's Table 1" in block
+    assert "(collapsed" not in block and "not compared:" not in block  # no health figures: never "collapsed"
+
+
+def _health(rank: float, collapsed: bool) -> dict:
+    reason = f"encoder: effective rank {rank:.2f} < 4.2 (0.6 x (min(8 classes, 128 dims) - 1))" if collapsed else ""
+    return {"headline_source": {"top1": "encoder", "rotation_r2": "encoder"}, "health_encoder_effective_rank": rank,
+            "health_encoder_std": 0.05, "collapsed": collapsed, "collapse_reason": reason}
+
+
+def test_pattern_marks_collapsed_runs_and_does_not_compare_them(tmp_path) -> None:
+    """SIE collapsed on seed 1 only: its row says so, and "SIE above VICReg" is not decided (it would read yes)."""
+    from benchmark.studies import pattern
+
+    for seed in (0, 1):
+        _fake_run(tmp_path, "sie", seed, {"rotation_r2": 0.30, **_health(2.6 + seed, collapsed=seed == 1)})
+        _fake_run(tmp_path, "vicreg", seed, {"rotation_r2": 0.10, **_health(8.0, collapsed=False)})
+        _fake_run(tmp_path, "seqjepa", seed, {"rotation_r2": 0.30, "top1": 50.0})
+        _fake_run(tmp_path, "seqjepa", seed, {"rotation_r2": 0.01, "top1": 20.0}, **{"train.epochs": 0})
+    block = pattern.report(tmp_path / "pattern", tmp_path / "p.md", tmp_path / "p.png")
+    rows = {line.split("|")[1].strip(): line.split("|") for line in block.splitlines() if line.startswith("| ")}
+    assert "SIE **(collapsed: seed 1)**" in rows and "VICReg" in rows
+    assert rows["VICReg"][8].strip() == "8.0 ± 0.0" and rows["SIE **(collapsed: seed 1)**"][8].strip() == "3.1 ± 0.7"
+    assert rows["seq-JEPA"][8].strip() == "—"  # no health figures in these results
+    crit = {line.split("|")[1].strip(): line for line in block.splitlines() if "(>=" in line}
+    sie = crit["SIE rotation R² above VICReg (>= 0.05)"]
+    assert "seed 0: +0.200, seed 1: +0.200" in sie and sie.rstrip(" |").endswith("not compared: SIE collapsed (seed 1)")
+    assert crit["seq-JEPA top-1 above random init (>= 5)"].rstrip(" |").endswith("yes")
+    runs = pattern.load(tmp_path / "pattern")
+    assert pattern.collapsed_seeds(runs, "sie") == [1] and pattern.collapsed_seeds(runs, "vicreg") == []
 
 
 def test_pattern_report_without_runs(tmp_path, capsys) -> None:

@@ -9,6 +9,9 @@ mode, ``torch.no_grad``) and fits the final probes' heads on it from scratch, wi
   ``eval_seq_len`` views for seq-JEPA, a single view's encoding for the two-view baselines);
 * ``online_knn_top1``: k-nearest-neighbour top-1 on the same features (benchmark/probes/knn.py,
   ``probe.knn_k`` / ``probe.knn_t``);
+* ``online_effective_rank``, ``online_std``, ``online_collapsed`` (1 = collapsed, else 0): the health of the
+  top-1 representation's features of the training monitor objects (benchmark/probes/health.py: effective
+  rank, per-dimension std of the L2-normalised features, the collapse rule of the final result);
 * ``online_<target>_r2`` for every equivariance probe of the dataset (``rotation``, ``color``,
   ``indiv_rotation`` on 3DIEBench; augmentation parameters or fixation shifts on the image datasets),
   read from the representation the method's headline names for it. On datasets with a view bank the
@@ -33,7 +36,7 @@ from torch.utils.data import DataLoader, Subset
 
 from benchmark.config import RunConfig
 from benchmark.data.base import SequenceDataset, collate
-from benchmark.probes import bank
+from benchmark.probes import bank, health
 from benchmark.probes.heads import fit_head, make_head, predict
 from benchmark.probes.knn import knn_top1
 from benchmark.probes.metrics import r2_uniform, top1
@@ -104,6 +107,7 @@ class OnlineProbes:
             out["online_knn_top1"] = knn_top1(tr.feats[self.top1_rep].flatten(0, 1), tr.labels.repeat_interleave(k),
                                               va.feats[self.top1_rep].flatten(0, 1), va.labels.repeat_interleave(k),
                                               self.num_classes, **self.knn)
+            out.update(self.health(tr.feats[self.top1_rep]))
             return out
         tr, va = (self._encode_sequences(ds, objs) for ds, objs in zip((self.train_ds, self.val_ds), self.objects,
                                                                         strict=True))
@@ -130,6 +134,12 @@ class OnlineProbes:
         return {"feats": {k: torch.cat(v) for k, v in feats.items()}, "labels": torch.cat(labels),
                 "targets": {k: torch.cat([t[k] for t in targets]) for k in targets[0]}}
 
+    def health(self, x: Tensor) -> dict[str, float]:
+        """``online_effective_rank``, ``online_std`` and ``online_collapsed`` (1 / 0) of features ``x`` of the
+        top-1 representation (every view of a view representation, as the final health figures)."""
+        h = health.assess(x, self.num_classes)
+        return {"online_effective_rank": h.effective_rank, "online_std": h.std, "online_collapsed": int(h.collapsed)}
+
     def fit_sequences(self, tr: dict, va: dict, with_pairs: bool) -> dict[str, float]:
         """Top-1 (linear and kNN) on the top-1 representation of the sequences; without a view bank also the
         equivariance probes, on views 0 and 1 of each sequence (what the final probes use there)."""
@@ -140,6 +150,7 @@ class OnlineProbes:
         fit_head(head, lambda e: (x_tr, tr["labels"]), nn.functional.cross_entropy, self.probe_cfg, self.seed)
         out["online_top1"] = top1(predict(head, x_va), va["labels"])
         out["online_knn_top1"] = knn_top1(x_tr, tr["labels"], x_va, va["labels"], self.num_classes, **self.knn)
+        out.update(self.health(tr["feats"][self.top1_rep]))
         if not with_pairs:
             return out
         for t in self.train_ds.probe_targets:

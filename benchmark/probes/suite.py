@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader
 from benchmark.config import PROBE_PRESETS, ProbeConfig, RunConfig
 from benchmark.data.base import SequenceDataset, collate, loader_workers
 from benchmark.infra.progress import progress as report
-from benchmark.probes import bank
+from benchmark.probes import bank, health
 from benchmark.probes.context import context_probes
 from benchmark.probes.heads import linear_probe, regression_probe
 from benchmark.probes.knn import knn_top1
@@ -107,6 +107,8 @@ def evaluate(method: Method, cfg: RunConfig, train_ds: SequenceDataset, val_ds: 
     metrics["headline_source"]["knn_top1"] = src
     metrics.update(probe_record(p))
     metrics["probe_protocol"] = protocol(p, use_bank)
+    metrics.update(health.probe_health(tr, btr if use_bank else None, cfg.eval_seq_len,
+                                       metrics["headline_source"].values(), n_cls))
     if use_bank:
         metrics["probe_samples"]["bank"] = {"views": bank.bank_size(train_ds, p.bank_views), "draws": p.bank_draws,
                                             "train_objects": btr.shape[0], "val_objects": bva.shape[0]}

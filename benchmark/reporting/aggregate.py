@@ -48,6 +48,8 @@ IGNORED_CFG = frozenset({
     "cfg.train.online_probe_every", "cfg.train.online_probe_objects", "cfg.train.logger",
 })
 IGNORED_CFG_WORDS = ("path", "dir", "root", "output", "resume")  # paths of any future field
+# Training figures a random-init run (train.epochs=0) has none of by design: "n/a (random init)", not non-finite.
+TRAINING_ONLY = ("train_loss_final", "images_per_s")
 
 
 def _flatten(obj: Any, prefix: str, out: dict[str, Any]) -> None:
@@ -100,10 +102,13 @@ def _parse(path: Path) -> tuple[dict[str, Any] | None, str]:
         return None, f"invalid record (seq_len, seed and eval_seq_len must be integers: {err})"
     metrics: dict[str, Any] = {}
     _flatten(record["metrics"], "", metrics)
-    row["nan_metrics"] = tuple(sorted(k for k, v in metrics.items() if _nonfinite(k, v)))
+    bad = sorted(k for k, v in metrics.items() if _nonfinite(k, v))
     # Non-finite table metrics become NaN, so one bad value cannot turn a whole column into text.
-    row.update({f"m.{k}": (math.nan if k in row["nan_metrics"] else v) for k, v in metrics.items()})
+    row.update({f"m.{k}": (math.nan if k in bad else v) for k, v in metrics.items()})
     _flatten(record["config"], "cfg", row)
+    untrained = row.get("cfg.train.epochs") == 0
+    row["nan_metrics"] = tuple(k for k in bad if not (untrained and k in TRAINING_ONLY))
+    row["na_metrics"] = tuple(k for k in bad if k not in row["nan_metrics"])
     _flatten(record.get("provenance") or {}, "prov", row)
     return row, ""
 
@@ -132,6 +137,9 @@ def load_runs(runs_dir: Path) -> tuple[pd.DataFrame, list[Problem]]:
             rows.append(row)
             problems += [Problem("nonfinite", str(path), f"{k} is NaN/inf/null or not a number")
                          for k in row["nan_metrics"]]
+            if row["na_metrics"]:
+                problems.append(Problem("n/a", str(path), f"{', '.join(row['na_metrics'])}: n/a (random init, "
+                                        "train.epochs=0: no training)"))
     for cfg in sorted(runs_dir.rglob(CONFIG_FILE)):
         if not RunDir(cfg.parent).result.exists():
             problems.append(_partial(cfg.parent))
@@ -154,7 +162,8 @@ def assign_cells(runs: pd.DataFrame) -> pd.DataFrame:
     runs["variant"] = ""
     cfg_cols = [c for c in runs.columns if _cfg_varies(c)]
     for _, group in runs.groupby(list(GROUP_KEY), dropna=False, sort=False):
-        varying = [c for c in cfg_cols if group[c].astype(str).nunique() > 1]
+        # dropna=False: a setting left null (the default) in one run and set in another splits the cell too
+        varying = [c for c in cfg_cols if group[c].astype(str).nunique(dropna=False) > 1]
         runs.loc[group.index, "variant"] = [", ".join(f"{c[4:]}={row[c]}" for c in varying)
                                             for _, row in group.iterrows()]
     runs["cell"] = [T.cell_label(r) for r in runs.to_dict("records")]
@@ -179,7 +188,7 @@ def drop_duplicates(runs: pd.DataFrame) -> tuple[pd.DataFrame, list[Problem]]:
 def coverage_markdown(runs_dir: Path, n_runs: int, cells: pd.DataFrame, problems: list[Problem],
                       missing: dict[str, list[str]]) -> str:
     """coverage.md: what was skipped, partial, duplicated, non-finite or missing, and seeds per cell."""
-    kinds = ("skipped", "diverged", "partial", "duplicate", "nonfinite", "log")
+    kinds = ("skipped", "diverged", "partial", "duplicate", "nonfinite", "n/a", "log")
     by_kind = {k: [p for p in problems if p.kind == k] for k in kinds}
     counts = ", ".join(f"{k}: {len(v)}" for k, v in by_kind.items())
     sections = {
@@ -188,6 +197,7 @@ def coverage_markdown(runs_dir: Path, n_runs: int, cells: pd.DataFrame, problems
         "Partial runs (config.yaml but no result.json)": by_kind["partial"],
         "Duplicate configs (same cell and seed)": by_kind["duplicate"],
         "Non-finite metrics (left out of mean/std, counted as NaN in the tables)": by_kind["nonfinite"],
+        "Training figures of random-init runs (n/a: nothing was trained)": by_kind["n/a"],
         "Unreadable log.jsonl lines (found while drawing the training curves)": by_kind["log"],
     }
     lines = [T.GENERATED_MD, f"# Coverage of `{runs_dir}`", "",
@@ -243,7 +253,7 @@ def aggregate(runs_dir: Path, out: Path, plots: bool = True, paper_path: Path | 
         # The sequence-length views pool runs over the headline M_val (top1_by_eval_len covers all M_val).
         seq_cells = T.cell_stats(runs, [T.cell_label(r, with_eval=False) for r in runs.to_dict("records")])
         tables = T.build_tables(cells, seq_cells, paper, compare_mini)
-        flat = runs.drop(columns=["nan_metrics"]).to_csv(index=False)
+        flat = runs.drop(columns=["nan_metrics", "na_metrics"]).to_csv(index=False)
         written.append(T.write_atomic(out / "runs.csv", flat))
         context = {"runs": str(runs_dir), "runs_aggregated": len(runs), "cells": len(cells)}
         for table in tables:

@@ -9,6 +9,12 @@ over its seeds (mean and sample standard deviation), and rewrites the block betw
 kept), and the figure: top-1 against relative-rotation R^2, ours beside the published 3DIEBench numbers.
 The criteria of the study (issue "pattern": seq-JEPA above its random init and above its no-action
 ablation, SIE above VICReg) are checked per seed and printed with their margins.
+
+Representation health (benchmark/probes/health.py): a row with a run whose result.json says ``collapsed`` is
+marked in the table ("collapsed" and the seeds) and the figure (a black x), and a criterion involving a
+collapsed run is not decided: it says "not compared: <row> collapsed" with the margins for information, since a
+collapsed representation has no class or pose structure to compare (top-1 and R² near chance by construction).
+The effective rank column is that of each run's headline top-1 representation.
 """
 
 from __future__ import annotations
@@ -76,7 +82,24 @@ def load(runs_dir: Path) -> pd.DataFrame:
     for m in METRICS:
         col = f"m.{m}"
         runs[m] = pd.to_numeric(runs[col], errors="coerce") if col in runs else math.nan
+    # Health (absent from results written before it existed: unknown, never "collapsed").
+    runs["collapsed"] = [T.scalar(v) is True for v in runs.get("m.collapsed", pd.Series(None, index=runs.index))]
+    runs["collapse_reason"] = [str(T.scalar(v) or "") for v in
+                               runs.get("m.collapse_reason", pd.Series(None, index=runs.index))]
+    runs["effective_rank"] = [pd.to_numeric(r.get(f"m.health_{r.get('m.headline_source.top1')}_effective_rank"),
+                                            errors="coerce") for r in runs.to_dict("records")]
     return runs
+
+
+def collapsed_seeds(runs: pd.DataFrame, row: str) -> list[int]:
+    """Seeds of ``row`` whose run is flagged collapsed in result.json."""
+    sub = runs[(runs["row"] == row) & runs["collapsed"]]
+    return sorted(int(s) for s in sub["seed"])
+
+
+def _label(runs: pd.DataFrame, row: Row) -> str:
+    bad = collapsed_seeds(runs, row.key)
+    return row.label + (f" **(collapsed: seed {', '.join(map(str, bad))})**" if bad else "")
 
 
 def _fmt(values: pd.Series, digits: int) -> str:
@@ -99,34 +122,41 @@ def paper_value(paper: T.Paper, row: Row, metric: str) -> float | None:
 
 
 def table(runs: pd.DataFrame, paper: T.Paper) -> str:
-    head = ("| method | seeds | top-1 (%) | rotation R² | colour R² | indiv. rot. R² | images/s "
-            "| paper top-1 | paper rotation R² |\n|---|---|---|---|---|---|---|---|---|")
+    head = ("| method | seeds | top-1 (%) | rotation R² | colour R² | indiv. rot. R² | images/s | eff. rank "
+            "| paper top-1 | paper rotation R² |\n|---|---|---|---|---|---|---|---|---|---|")
     lines = [head]
     for row in ROWS:
         sub = runs[runs["row"] == row.key]
         if sub.empty:
             continue
         p_top1, p_rot = paper_value(paper, row, "top1"), paper_value(paper, row, "rotation_r2")
-        lines.append(f"| {row.label} | {', '.join(str(s) for s in sorted(sub['seed']))} | {_fmt(sub['top1'], 1)} "
-                     f"| {_fmt(sub['rotation_r2'], 3)} | {_fmt(sub['color_r2'], 3)} "
+        lines.append(f"| {_label(runs, row)} | {', '.join(str(s) for s in sorted(sub['seed']))} "
+                     f"| {_fmt(sub['top1'], 1)} | {_fmt(sub['rotation_r2'], 3)} | {_fmt(sub['color_r2'], 3)} "
                      f"| {_fmt(sub['indiv_rotation_r2'], 3)} | {_fmt(sub['images_per_s'], 0)} "
+                     f"| {_fmt(sub['effective_rank'], 1)} "
                      f"| {'—' if p_top1 is None else f'{p_top1:.1f}'} | {'—' if p_rot is None else f'{p_rot:.2f}'} |")
     return "\n".join(lines)
 
 
-def criteria(runs: pd.DataFrame) -> list[tuple[str, str, bool | None]]:
-    """(criterion, per-seed margins, holds for every seed present in both rows; None if no pair)."""
+def criteria(runs: pd.DataFrame) -> list[tuple[str, str, str]]:
+    """(criterion, per-seed margins, verdict) per criterion. The verdict is "yes" / "NO" (the margin holds for
+    every seed present in both rows or not), "n/a" without a paired seed, and "not compared: <row> collapsed
+    (seed ...)" when a paired run of either row is collapsed (its margins are shown, not judged)."""
+    labels = {r.key: r.label for r in ROWS}
     out = []
     for name, a, b, metric, need in CRITERIA:
         ra = runs[runs["row"] == a].set_index("seed")[metric]
         rb = runs[runs["row"] == b].set_index("seed")[metric]
         seeds = sorted(set(ra.index) & set(rb.index))
         if not seeds:
-            out.append((f"{name} (>= {need:g})", "no paired runs", None))
+            out.append((f"{name} (>= {need:g})", "no paired runs", "n/a"))
             continue
         diffs = [float(ra[s] - rb[s]) for s in seeds]
         text = ", ".join(f"seed {s}: {d:+.3f}" for s, d in zip(seeds, diffs, strict=True))
-        out.append((f"{name} (>= {need:g})", text, all(d >= need for d in diffs)))
+        bad = [f"{labels[r]} collapsed (seed {', '.join(map(str, c))})" for r in (a, b)
+               if (c := [s for s in collapsed_seeds(runs, r) if s in seeds])]
+        verdict = f"not compared: {'; '.join(bad)}" if bad else ("yes" if all(d >= need for d in diffs) else "NO")
+        out.append((f"{name} (>= {need:g})", text, verdict))
     return out
 
 
@@ -142,9 +172,13 @@ def figure(runs: pd.DataFrame, paper: T.Paper, path: Path) -> None:
         sub = runs[runs["row"] == row.key]
         if not sub.empty:
             x, y = sub["top1"], sub["rotation_r2"]
+            bad = collapsed_seeds(runs, row.key)
+            label = row.label + (f" (collapsed: seed {', '.join(map(str, bad))})" if bad else "")
             ax.errorbar(x.mean(), y.mean(), xerr=x.std(ddof=1) if len(x) > 1 else None,
-                        yerr=y.std(ddof=1) if len(y) > 1 else None, fmt="o", color=colours[i], label=row.label,
-                        capsize=3)
+                        yerr=y.std(ddof=1) if len(y) > 1 else None, fmt="o", color=colours[i], label=label,
+                        capsize=3, mfc="white" if bad else colours[i])
+            if bad:
+                ax.plot(x.mean(), y.mean(), marker="x", color="black", ms=11, mew=2, ls="none", zorder=5)
         p_top1, p_rot = paper_value(paper, row, "top1"), paper_value(paper, row, "rotation_r2")
         if p_top1 is not None and p_rot is not None:
             axp.plot(p_top1, p_rot, "s", color=colours[i], label=row.label)
@@ -153,6 +187,8 @@ def figure(runs: pd.DataFrame, paper: T.Paper, path: Path) -> None:
     axp.set(title="published: 3DIEBench, seq-JEPA Table 1", xlabel="top-1 (%)", ylabel="relative-rotation R²")
     for a in (ax, axp):
         a.grid(alpha=0.3)
+    if runs["collapsed"].any():
+        ax.plot([], [], marker="x", color="black", ls="none", label="collapsed (hollow, x): result.json `collapsed`")
     ax.legend(fontsize=7, loc="best")
     fig.tight_layout()
     buf = io.BytesIO()
@@ -167,13 +203,15 @@ def report(runs_dir: Path, doc: Path, fig_path: Path, paper_path: Path = T.PAPER
     paper = T.load_paper(paper_path)
     lines = [START, "", f"Generated by `python -m benchmark.pattern --runs {runs_dir}` from {len(runs)} finished "
              "runs; mean ± sample sd over seeds. Paper columns: seq-JEPA Table 1 on 3DIEBench (M_tr = M_val = 3 "
-             "for seq-JEPA); colour R² is not in the paper's Table 1.", "", table(runs, paper), ""]
+             "for seq-JEPA); colour R² is not in the paper's Table 1. eff. rank: effective rank of the headline "
+             "top-1 representation; a collapsed run (docs/protocol.md, \"Representation health\") is marked and "
+             "not compared in the criteria.", "", table(runs, paper), ""]
     table1 = [(r.paper_method, runs[runs["row"] == r.key], {m: paper_value(paper, r, m) for m in TABLE1_METRICS})
               for r in ROWS if r.paper_method and (runs["row"] == r.key).any()]
     lines += [*agreement_markdown(T.runs_agreement(table1, TABLE1_METRICS), "Agreement with the paper's Table 1"), ""]
     lines += ["| criterion (per seed) | margins | holds |", "|---|---|---|"]
-    for name, text, ok in criteria(runs):
-        lines.append(f"| {name} | {text} | {'n/a' if ok is None else ('yes' if ok else 'NO')} |")
+    for name, text, verdict in criteria(runs):
+        lines.append(f"| {name} | {text} | {verdict} |")
     lines += ["", f"![trade-off]({fig_path.name})", "", END]
     block = "\n".join(lines)
     figure(runs, paper, fig_path)
