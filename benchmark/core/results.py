@@ -32,6 +32,51 @@ SCHEMA_VERSION = 1
 RESULT_FILE = "result.json"
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
+# Every key a result.json ``metrics`` record may hold, with its meaning: ``<target>`` is a probe target of the
+# dataset (rotation, color, indiv_rotation on 3DIEBench; augmentation parameters or fixation shifts on the image
+# datasets), ``<rep>`` a representation the method declares (encoder, aggregate, inv, equi, ...), ``<metric>`` any
+# scalar key above. docs/protocol.md's table is generated from this (python -m benchmark.tools.docgen) and
+# tests/test_result_keys.py checks real runs against it, so a new key cannot land undocumented.
+METRIC_KEYS: dict[str, str] = {
+    "top1": "linear-probe top-1 (%) of the headline invariant representation (at M_val = probe.eval_seq_len "
+            "for sequence methods)",
+    "top1_by_eval_len": "{M_val: top-1 (%)} for every probe.eval_seq_lens (sequence methods)",
+    "knn_top1": "k-nearest-neighbour top-1 (%) on the same features (probe.knn_k, probe.knn_t)",
+    "<target>_r2": "equivariance probe R^2 of a target, mean of per-dimension R^2 (the headline definition)",
+    "<target>_r2_global": "the same probe scored as 1 - SSE/SST about one mean over all dimensions",
+    "headline_source": "{headline metric: the representation it was read from}",
+    "per_representation": "{representation: every probe figure}: the headline numbers come from here",
+    "probe_protocol": "how the probes were fitted and scored (the heads' optimiser, views, splits), in words",
+    "probe_preset": "the probe.preset used (sie or seqjepa)",
+    "probe_fit": "the probe fitting settings as used (optimiser, lr, weight decay, batch, epochs, views, kNN) "
+                 "and which of them were set explicitly",
+    "probe_samples": "objects (and view-bank sizes) the probes were fitted and scored on",
+    "path_r2": "path-integration R^2 at M_val (M = 2 when M_val = 1), datasets with a path composition",
+    "path_r2_by_eval_len": "{M: path-integration R^2 (per-dimension mean)}",
+    "path_r2_global_by_eval_len": "{M: path-integration R^2, global definition}",
+    "path_r2_no_vision_by_eval_len": "{M: R^2 from the actions alone} (action-conditioned methods)",
+    "path_source": "the representation the path probe read",
+    "path_protocol": "how the path probe was fitted, in words",
+    "context_len": "ContextSSL-style methods: context pairs c before each query (the paper row's c, capped)",
+    "context_env": "the environment of the context (rot, color, none)",
+    "context_top1": "top-1 (%) of the context representation (the transformer output for a query)",
+    "context_<target>_r2": "R^2 of the context representation, global definition (upstream's r2_score; "
+                           "the number compared with the published one)",
+    "context_<target>_r2_per_dim": "the same, mean of per-dimension R^2",
+    "context_protocol": "how the context representation was built and probed, in words",
+    "health_<rep>_effective_rank": "effective rank (exp of the entropy of the normalised singular values) of a "
+                                   "probed representation's training features",
+    "health_<rep>_std": "per-dimension std of the L2-normalised features times sqrt(D) (1 when spread, 0 collapsed)",
+    "collapsed": "true when a headline representation breaks the collapse rule (docs/protocol.md §8)",
+    "collapse_reason": "which representation and figure broke the rule (\"\" when healthy)",
+    "health_rule": "the collapse rule and its thresholds, in words",
+    "val_<metric>": "the same figure on the validation split carved from the training objects "
+                    "(probe.validation_objects > 0; for per-method selection, never the held-out objects)",
+    "validation": "the validation split used for val_* (objects, per class, fit objects)",
+    "train_loss_final": "training loss at the last step (null at random init: train.epochs = 0)",
+    "images_per_s": "training throughput, probes excluded (null at random init; varies with the machine)",
+}
+
 
 def git_state() -> dict:
     """Commit and dirty flag of the seqbench checkout (None when not run from a git checkout)."""
