@@ -5,27 +5,18 @@ Torch-free: the loader is imported when a split is built or the files are checke
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from benchmark.config import RunConfig
-from benchmark.data.entry import DatasetEntry, data_root, need_files
+from benchmark.data.entry import DatasetEntry, data_root, deferred, need_files
 from benchmark.data.preflight import fixed_sizes
 
-if TYPE_CHECKING:
-    from benchmark.data.augment import AugmentedSequences
-    from methods.contract import DataSpec
 
-
-def build(cfg: RunConfig, split: str, num_views: int, fixed: bool) -> AugmentedSequences:
+def _loader():
     from benchmark.data import cifar100
 
-    return cifar100.build(cfg, split, num_views, fixed)
+    return cifar100
 
 
-def spec(cfg: RunConfig) -> DataSpec:
-    from benchmark.data import cifar100
-
-    return cifar100.spec(cfg)
+build, spec = deferred(_loader)  # the loader's build(cfg, split, num_views, fixed) and spec(cfg)
 
 
 def check(cfg: RunConfig) -> None:

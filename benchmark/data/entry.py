@@ -22,7 +22,7 @@ import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from benchmark.infra.errors import DataError
 
@@ -75,3 +75,16 @@ def need_files(folder: Path, names: Iterable[str], dataset: str, get_it: str) ->
     missing = [str(folder / n) for n in names if not (folder / n).is_file()]
     if missing:
         raise DataError(f"{dataset} file(s) missing: {', '.join(missing)}. {get_it}")
+
+
+def deferred(load: Callable[[], Any]) -> tuple[Callable[[RunConfig, str, int, bool], SequenceDataset],
+                                               Callable[[RunConfig], DataSpec]]:
+    """An entry's ``build`` and ``spec`` from a loader module with those two functions, imported by ``load()``
+    only when one is called (so the entry module stays torch-free)."""
+    def build(cfg: RunConfig, split: str, num_views: int, fixed: bool) -> SequenceDataset:
+        return load().build(cfg, split, num_views, fixed)
+
+    def spec(cfg: RunConfig) -> DataSpec:
+        return load().spec(cfg)
+
+    return build, spec

@@ -6,27 +6,19 @@ Torch-free: the loader is imported when a split is built or the files are checke
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from benchmark.config import RunConfig
 from benchmark.data import stl10_entry
-from benchmark.data.entry import DatasetEntry, data_root
-
-if TYPE_CHECKING:
-    from benchmark.data.saccades import SaccadeSequences
-    from methods.contract import DataSpec
+from benchmark.data.entry import DatasetEntry, data_root, deferred
 
 
-def build(cfg: RunConfig, split: str, num_views: int, fixed: bool) -> SaccadeSequences:
+def _loader():
     from benchmark.data import saccades
 
-    return saccades.build(cfg, split, num_views, fixed)
+    return saccades
 
 
-def spec(cfg: RunConfig) -> DataSpec:
-    from benchmark.data import saccades
-
-    return saccades.spec(cfg)
+build, spec = deferred(_loader)  # the loader's build(cfg, split, num_views, fixed) and spec(cfg)
 
 
 def check(cfg: RunConfig) -> None:
