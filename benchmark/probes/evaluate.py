@@ -20,12 +20,14 @@ number of sampled sequences per object so a probe epoch costs no encoder pass.
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 from torch.utils.data import DataLoader
 
 from benchmark.config import PROBE_PRESETS, ProbeConfig, RunConfig
 from benchmark.data.base import SequenceDataset, collate, loader_workers
-from benchmark.probes import bank
+from benchmark.probes import bank, validation
 from benchmark.probes.heads import linear_probe, regression_probe
 from benchmark.probes.knn import knn_top1
 from benchmark.probes.path_integration import path_integration
@@ -104,6 +106,10 @@ def evaluate(method: Method, cfg: RunConfig, train_ds: SequenceDataset, val_ds: 
                                             "train_objects": btr.shape[0], "val_objects": bva.shape[0]}
     # Datasets with a path_composition and methods with a sequence representation only (else {}).
     metrics.update(path_integration(method, cfg, train_ds, val_ds, device))
+    if p.validation_objects:  # the same probes on a split of the training objects -> val_* (probes/validation.py)
+        fit_ds, sel_ds, record = validation.split(train_ds, p.validation_objects)
+        inner = dataclasses.replace(cfg, probe=dataclasses.replace(p, validation_objects=0))
+        metrics.update(validation.prefixed(evaluate(method, inner, fit_ds, sel_ds, device), record))
     return metrics
 
 
