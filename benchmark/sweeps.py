@@ -282,7 +282,7 @@ def _pattern(name: str, config: str, description: str) -> Sweep:
 
 
 # The per-method selection grid of the pattern study (docs/pattern.md, "Per-method choices"): seed 0, the CPU
-# regime, every method at two learning rates, SIE also at a tenth of its equivariance weight; scored on the
+# regime, every method at two learning rates, SIE also at 1/50 of its equivariance weight; scored on the
 # selection split (probe.validation_objects in pattern.yaml) by python -m benchmark.selection. The methods that
 # collapse at the shared setting come first, so that a partial grid already answers for them.
 PATTERN_GRID_METHODS = ("byol", "cond-byol", "sie", "seqjepa", "simclr", "vicreg", "equimod", "sen", "contextssl")
@@ -293,7 +293,7 @@ def _pattern_select() -> Sweep:
     regime = flatten(load_yaml(CONFIGS / "pattern.yaml"))
     runs = product(replicates(1), fixed(regime), chain(
         product(axis("method", PATTERN_GRID_METHODS), axis("train.lr", PATTERN_GRID_LRS)),
-        product(fixed({"method": "sie", "model.equi_factor": 0.1}), axis("train.lr", PATTERN_GRID_LRS)),
+        product(fixed({"method": "sie", "model.equi_factor": 0.02}), axis("train.lr", PATTERN_GRID_LRS)),
     ))
     return Sweep("pattern-select", "the pattern study's per-method grid (learning rate; SIE's equivariance weight), "
                  "seed 0, scored on the selection split carved from the training objects (docs/pattern.md)",
