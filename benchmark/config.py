@@ -40,7 +40,7 @@ class MiniConfig:
     # "3diebench": every view draws all of 3DIEBench's latents (rotation, floor hue, spot light);
     # "pose-only": the same shapes and poses under one fixed scene and one set of part colours for all
     # objects, so only the pose changes between views (benchmark/configs/pattern.yaml; docs/pattern.md)
-    variant: Literal["3diebench", "pose-only"] = "3diebench"
+    variant: Literal["3diebench", "pose-only", "pose-mono", "pose-narrow"] = "3diebench"
 
 
 @dataclass(frozen=True)
@@ -166,6 +166,10 @@ class ProbeConfig:
     # kNN top-1 (benchmark/probes/knn.py): k neighbours, temperature t (Wu et al. 2018; lightly, solo-learn: 200, 0.1)
     knn_k: int = 200
     knn_t: float = 0.1
+    # Selection split (benchmark/probes/validation.py): hold this many training objects out (class-balanced), fit
+    # the probes on the rest and score them on these -> val_* metrics, for choosing settings without the held-out
+    # objects (benchmark/studies/selection.py). 0 = off.
+    validation_objects: int = 0
 
 
 @dataclass(frozen=True)

@@ -292,12 +292,32 @@ def _pattern(name: str, config: str, description: str) -> Sweep:
                  f"sweep {name!r} (benchmark/core/sweeps.py, benchmark/configs/{config})")
 
 
+# The per-method selection grid of the pattern study (docs/pattern.md, "Per-method choices"): seed 0, the CPU
+# regime, every method at two learning rates, SIE also at 1/50 of its equivariance weight; scored on the
+# selection split (probe.validation_objects in pattern.yaml) by python -m benchmark.studies.selection. The methods that
+# collapse at the shared setting come first, so that a partial grid already answers for them.
+PATTERN_GRID_METHODS = ("byol", "cond-byol", "sie", "seqjepa", "simclr", "vicreg", "equimod", "sen", "contextssl")
+PATTERN_GRID_LRS = [4e-4, 2e-3]
+
+
+def _pattern_select() -> Sweep:
+    regime = flatten(load_yaml(CONFIGS / "pattern.yaml"))
+    runs = product(replicates(1), fixed(regime), chain(
+        product(axis("method", PATTERN_GRID_METHODS), axis("train.lr", PATTERN_GRID_LRS)),
+        product(fixed({"method": "sie", "model.equi_factor": 0.02}), axis("train.lr", PATTERN_GRID_LRS)),
+    ))
+    return Sweep("pattern-select", "the pattern study's per-method grid (learning rate; SIE's equivariance weight), "
+                 "seed 0, scored on the selection split carved from the training objects (docs/pattern.md)",
+                 tuple(runs), "sweep 'pattern-select' (benchmark/core/sweeps.py, benchmark/configs/pattern.yaml)")
+
+
 SWEEPS: dict[str, Sweep] = {s.name: s for s in (
     _paper_3diebench(), _seqlen_ablation(), _action_ablation(), _smoke(),
     _pattern("pattern", "pattern.yaml", "the invariance/equivariance pattern on 2 CPU cores: 9 methods, seq-JEPA "
              "without actions and at random init, 2 seeds, on the pose-only 3diebench-mini (docs/pattern.md)"),
     _pattern("pattern-gpu", "pattern-gpu.yaml", "the pattern study at the paper's backbone and resolution, sized "
              "for one GPU in under an hour (docs/pattern.md)"),
+    _pattern_select(),
 )}
 
 

@@ -211,15 +211,33 @@ def render_views(prims: list[tuple], albedo: torch.Tensor, latents: np.ndarray, 
 # the same way on every object (with random per-object colours, pose cues would be object-specific).
 POSE_ONLY_SCENE = (0.58, math.pi / 8, 5 * math.pi / 4, 0.12)  # blue-grey floor, warm light from the front left
 POSE_ONLY_MATERIALS = ((0.0, 0.65, 0.9), (0.33, 0.65, 0.8), (0.62, 0.55, 0.95))  # HSV: red, green, blue parts
+# The pose-only variants (docs/pattern.md, "The action ablation"): same scene, shapes and seeds as pose-only.
+# pose-mono: every part wears one colour, so the pose shows only in the silhouette and the shading, not in
+# where a coloured part points; pose-narrow: pose-only's colours, Euler angles drawn from U(-pi/4, pi/4)
+# instead of U(-pi/2, pi/2), so a relative rotation is smaller and its effect on the view easier to predict.
+POSE_MONO_MATERIAL = (0.1, 0.15, 0.9)  # HSV: one light warm grey
+POSE_VARIANTS = ("pose-only", "pose-mono", "pose-narrow")
+EULER_RANGE = {"pose-narrow": math.pi / 4}  # half-width of the Euler draws per variant (default pi / 2, C.1)
+
+
+def variant_materials(variant: str) -> torch.Tensor | None:
+    """(MATERIALS, 3) albedos every object of ``variant`` shares, or None (per-object colours, 3DIEBench)."""
+    if variant == "pose-mono":
+        return torch.stack([_hsv(*POSE_MONO_MATERIAL)] * MATERIALS)
+    if variant in POSE_VARIANTS:
+        return torch.stack([_hsv(*m) for m in POSE_ONLY_MATERIALS])
+    return None
 
 
 def sample_latents(rng: np.random.Generator, n: int, variant: str = "3diebench") -> np.ndarray:
     """(n, 7) latents with 3DIEBench's ranges (C.1): Euler xyz, floor hue, spot theta, phi, hue.
 
-    ``variant="pose-only"``: the same Euler draws, under the fixed :data:`POSE_ONLY_SCENE`.
+    The pose variants (:data:`POSE_VARIANTS`): Euler draws of half-width :data:`EULER_RANGE` (default pi / 2),
+    under the fixed :data:`POSE_ONLY_SCENE`.
     """
-    euler = [rng.uniform(-math.pi / 2, math.pi / 2, n) for _ in range(3)]
-    if variant == "pose-only":
+    half = EULER_RANGE.get(variant, math.pi / 2)
+    euler = [rng.uniform(-half, half, n) for _ in range(3)]
+    if variant in POSE_VARIANTS:
         scene = [np.full(n, v) for v in POSE_ONLY_SCENE]
     else:
         scene = [rng.uniform(0, 1, n), rng.uniform(0, math.pi / 4, n), rng.uniform(0, 2 * math.pi, n),
@@ -261,9 +279,9 @@ def _render_object(job: tuple[MiniConfig, Path, int, int]) -> None:
     cfg, folder, c, i = job
     rng = np.random.default_rng([cfg.seed, c, i])
     prims = _shape(c, rng)
-    albedo = part_colours(rng)  # drawn in both variants: the same seed gives the same shapes and poses
-    if cfg.variant == "pose-only":
-        albedo = torch.stack([_hsv(*m) for m in POSE_ONLY_MATERIALS])
+    albedo = part_colours(rng)  # drawn in every variant: the same seed gives the same shapes and poses
+    shared = variant_materials(cfg.variant)
+    albedo = albedo if shared is None else shared
     lat = sample_latents(rng, cfg.views, cfg.variant)
     with _one_thread():
         imgs = render_views(prims, albedo, lat, cfg.resolution)

@@ -20,13 +20,15 @@ number of sampled sequences per object so a probe epoch costs no encoder pass.
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 from torch.utils.data import DataLoader
 
 from benchmark.config import PROBE_PRESETS, ProbeConfig, RunConfig
 from benchmark.data.base import SequenceDataset, collate, loader_workers
 from benchmark.infra.progress import progress as report
-from benchmark.probes import bank, health
+from benchmark.probes import bank, health, validation
 from benchmark.probes.context import context_probes
 from benchmark.probes.heads import linear_probe, regression_probe
 from benchmark.probes.knn import knn_top1
@@ -116,6 +118,10 @@ def evaluate(method: Method, cfg: RunConfig, train_ds: SequenceDataset, val_ds: 
     metrics.update(path_integration(method, cfg, train_ds, val_ds, device))
     # Methods with a context representation only (ContextSSL's transformer output, as its authors probe it).
     metrics.update(context_probes(method, cfg, train_ds, val_ds, device))
+    if p.validation_objects:  # the same probes on a split of the training objects -> val_* (probes/validation.py)
+        fit_ds, sel_ds, record = validation.split(train_ds, p.validation_objects)
+        inner = dataclasses.replace(cfg, probe=dataclasses.replace(p, validation_objects=0))
+        metrics.update(validation.prefixed(evaluate(method, inner, fit_ds, sel_ds, device), record))
     return metrics
 
 
