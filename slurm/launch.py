@@ -361,7 +361,7 @@ def check_data(cfgs: dict[int, RunConfig], todo: list[int], world_size: int = 1)
             missing.setdefault(sizes, []).append(i)
         elif sizes is not None:
             try:
-                check_fit(cfg, world_size)
+                check_fit(cfg, world_size, sizes=sizes)
             except ConfigError as e:
                 unfit.setdefault(str(e), []).append(i)
     if missing:

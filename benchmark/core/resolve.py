@@ -13,10 +13,14 @@ import math
 from collections.abc import Callable
 from dataclasses import replace
 from operator import attrgetter
+from typing import TYPE_CHECKING
 
 from benchmark.config import PROBE_PRESETS, Overrides, RunConfig, from_dict, layer, leaves, stack, to_dict
 from benchmark.core.registry import dataset_entry, method_class
 from benchmark.infra.errors import ConfigError
+
+if TYPE_CHECKING:
+    from benchmark.data.preflight import DataSizes
 
 # Keys a per_method block cannot hold: they choose the method and the preset the block is merged above.
 NOT_PER_METHOD = ("method", "dataset", "per_method")
@@ -126,14 +130,18 @@ def check(cfg: RunConfig, source_of: Callable[[str], str] | None = None) -> None
         require_wandb()
 
 
-def check_fit(cfg: RunConfig, world_size: int = 1, source_of: Callable[[str], str] | None = None) -> None:
+def check_fit(cfg: RunConfig, world_size: int = 1, source_of: Callable[[str], str] | None = None,
+              sizes: DataSizes | None = None) -> None:
     """What the config and the dataset's cheap metadata can tell before any data is rendered: the batch vs
     the training samples and ``world_size`` processes, the method's views per sample
     (``Method.views_needed``) and the probe lengths vs views per object (benchmark/data/preflight.py).
-    The CLI, ``--print-config`` and the launcher's dry run all ask this one function."""
+    The CLI, ``--print-config`` and the launcher's dry run all ask this one function. ``sizes``: the
+    dataset's facts if the caller already has them (the launcher reads them once per data setting)."""
     from benchmark.data import preflight
 
-    sizes = dataset_entry(cfg.dataset).sizes
-    if sizes is not None:
-        views = method_class(cfg.method).views_needed(cfg.data.seq_len)
-        preflight.check(cfg, sizes(cfg), views, world_size, source_of)
+    if sizes is None:
+        of = dataset_entry(cfg.dataset).sizes
+        if of is None:
+            return
+        sizes = of(cfg)
+    preflight.check(cfg, sizes, method_class(cfg.method).views_needed(cfg.data.seq_len), world_size, source_of)
