@@ -70,3 +70,11 @@ def test_val_metrics_in_result_and_held_out_unchanged(tmp_path, capsys) -> None:
     assert held_out == off["metrics"]
     assert not any(k.startswith("val_") for k in off["metrics"])
     assert on["config"]["probe"]["validation_objects"] == 3
+
+
+def test_negative_validation_objects_is_refused_with_its_source():
+    from benchmark.core.resolve import resolve
+    from benchmark.infra.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"probe.validation_objects must be >= 0 .*got -3"):
+        resolve({"dataset": "3diebench-mini", "probe": {"validation_objects": -3}})

@@ -115,6 +115,8 @@ def check(cfg: RunConfig, source_of: Callable[[str], str] | None = None) -> None
         ("train.warmup_epochs", t.warmup_epochs >= 0, f"train.warmup_epochs must be >= 0, got {t.warmup_epochs}"),
         ("train.online_probe_every", t.online_probe_every >= 0,
          f"train.online_probe_every must be >= 0, got {t.online_probe_every}"),
+        ("probe.validation_objects", p.validation_objects >= 0,
+         f"probe.validation_objects must be >= 0 (0 = no selection split), got {p.validation_objects}"),
         ("device", cfg.device in ("cpu", "cuda", "auto") or cfg.device.startswith("cuda:"),
          f"device must be cpu, cuda, cuda:N or auto, got {cfg.device!r}"),
         ("data.decoded_cache", not d.decoded_cache or cfg.dataset in ("3diebench", "3diebench-mini"),
