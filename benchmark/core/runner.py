@@ -412,13 +412,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int)
     p.add_argument("--image-size", type=int)
     p.add_argument("--seed", type=int)
+    add_config_flags(p, force_help="re-run even if the run already finished")
+    return p
+
+
+def add_config_flags(p: argparse.ArgumentParser, force_help: str) -> None:
+    """The flags every command that resolves a run config shares (``benchmark.run``, ``benchmark.evaluate``)."""
     p.add_argument("--device", help="cpu | cuda | auto (default auto)")
     p.add_argument("--out", help="parent folder of run directories (default results/runs)")
     p.add_argument("--config", action="append", default=[], help="YAML config file (repeatable; later wins)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override any config field")
-    p.add_argument("--force", action="store_true", help="re-run even if the run already finished")
+    p.add_argument("--force", action="store_true", help=force_help)
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
-    return p
 
 
 # The flag that sets each dotted key, named by the config errors.

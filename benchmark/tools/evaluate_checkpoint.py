@@ -26,7 +26,7 @@ from benchmark.core.registry import DATASETS, dataset_entry
 from benchmark.core.resolve import resolve
 from benchmark.core.results import now, provenance
 from benchmark.core.rundir import RunDir
-from benchmark.core.runner import EXIT_CODES, FLAG_NAMES, RunOutcome, pick_device
+from benchmark.core.runner import EXIT_CODES, FLAG_NAMES, RunOutcome, add_config_flags, pick_device
 from benchmark.data import preflight
 from benchmark.data.base import available_cpus, loader_workers
 from benchmark.infra import yamlio
@@ -145,12 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-seq-len", type=int, help="inference length M_val (models with an aggregator)")
     p.add_argument("--image-size", type=int)
     p.add_argument("--seed", type=int, help="probe seed")
-    p.add_argument("--device", help="cpu | cuda | auto (default auto)")
-    p.add_argument("--out", help="parent folder of run directories (default results/runs)")
-    p.add_argument("--config", action="append", default=[], help="YAML config file (repeatable; later wins)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
-    p.add_argument("--force", action="store_true", help="re-evaluate even if a result exists")
-    p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    add_config_flags(p, force_help="re-evaluate even if a result exists")
     return p
 
 
